@@ -1,0 +1,194 @@
+"""The ``beamscope`` command: one verb per step, errors printed as one line at this edge."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from beamscope import __version__
+from schemas import BeamscopeError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _verb(sub: argparse._SubParsersAction, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, epilog="examples:\n" + examples,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+
+
+def _add_decoding(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam", type=int, default=5, help="beam width (1 = greedy)")
+    p.add_argument("--topk", type=int, default=10, help="top-k predictions recorded per step")
+    p.add_argument("--max-len", type=int, default=64, help="most target tokens per sentence")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="score = logprob / length**penalty")
+    p.add_argument("--per-head", action="store_true", help="store attention per layer and head too")
+    p.add_argument("--all-layers", action="store_true", help="store encoder states of every layer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="beamscope", description="Trace warehouse and visual debugger for seq2seq models.")
+    parser.add_argument("--version", action="version", version=f"beamscope {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = _verb(sub, "train", "train a built-in model on a built-in task",
+              "  beamscope train --task dates --arch transformer --out models/dates\n"
+              "  beamscope train --task numbers --arch lstm --out models/numbers --minutes 3\n")
+    p.add_argument("--task", default="dates", help="built-in task: dates | numbers")
+    p.add_argument("--arch", default="transformer", help="transformer | lstm")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--minutes", type=float, default=5.0, help="training time budget")
+    p.add_argument("--steps", type=int, default=None, help="most optimisation steps")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    _add_device(p)
+    p.set_defaults(handler=_train)
+
+    p = _verb(sub, "trace", "decode a corpus with the traced beam search into a warehouse",
+              "  beamscope trace --model models/dates --corpus task:dates:test:2000 --warehouse wh\n"
+              "  beamscope trace --model models/dates --corpus my.txt --refs my.ref.txt --warehouse wh\n"
+              "  beamscope trace --model models/dates --corpus pairs.tsv --warehouse wh --beam 1\n"
+              "corpus SPEC: task:NAME:SPLIT[:N] | FILE.txt [--refs FILE] | FILE.tsv | FILE.jsonl | FILE.parquet\n"
+              "A trace that is interrupted resumes when started again with the same arguments.\n")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--corpus", required=True, help="corpus SPEC (see below)")
+    p.add_argument("--refs", default=None, help="reference file for a .txt corpus (one line per source)")
+    p.add_argument("--warehouse", required=True, help="warehouse directory (created if missing)")
+    p.add_argument("--split", default=None, help="split label (default: the task split, or test)")
+    p.add_argument("--run-name", default=None, help="run id (default: MODEL.CORPUS.SPLIT)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--part-size", type=int, default=1024, help="sentences per Parquet part")
+    p.add_argument("--no-vectors", action="store_true", help="do not store encoder/decoder states")
+    _add_decoding(p)
+    _add_device(p)
+    p.set_defaults(handler=_trace)
+
+    p = _verb(sub, "index", "build ANN indexes over the stored encoder/decoder states",
+              "  beamscope index --warehouse wh\n  beamscope index --warehouse wh --run dates.train --min-rows 0\n")
+    p.add_argument("--warehouse", required=True)
+    p.add_argument("--run", action="append", default=None, help="run to index (repeatable; default all)")
+    p.add_argument("--min-rows", type=int, default=None, help="index only tables with at least this many rows")
+    p.set_defaults(handler=_index)
+
+    p = _verb(sub, "sql", "run SQL against the warehouse views",
+              "  beamscope sql --warehouse wh \"SELECT run_id, n_sentences FROM runs\"\n"
+              "  beamscope sql --warehouse wh --format csv \"SELECT * FROM sentences WHERE NOT exact_match\"\n"
+              "tables: runs sentences source_tokens target_steps reference_steps attention beam_nodes skipped\n")
+    p.add_argument("--warehouse", required=True)
+    p.add_argument("query")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--max-rows", type=int, default=50, help="rows shown in table format")
+    p.set_defaults(handler=_sql)
+
+    p = _verb(sub, "demo", "train the dates model (if not cached), trace test and train splits, index",
+              "  beamscope demo\n  beamscope demo --dir /tmp/beamscope-demo --test 500 --train 2000\n")
+    p.add_argument("--dir", default="demo", help="where the model and the warehouse go")
+    p.add_argument("--arch", default="transformer")
+    p.add_argument("--test", type=int, default=2000, help="test sentences to trace")
+    p.add_argument("--train", type=int, default=20000, help="training sentences to trace (for neighbours)")
+    p.add_argument("--minutes", type=float, default=5.0, help="training time budget")
+    _add_device(p)
+    p.set_defaults(handler=_demo)
+    return parser
+
+
+def _train(a: argparse.Namespace) -> int:
+    import dataclasses
+
+    from pipeline.models import resolve_device
+    from pipeline.train import TrainConfig, train
+
+    cfg = TrainConfig(task=a.task, arch=a.arch, seed=a.seed, minutes=a.minutes)
+    overrides = {"max_steps": a.steps, "batch_size": a.batch_size}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    _, acc = train(cfg, Path(a.out), resolve_device(a.device))
+    print(f"saved {a.out}  (validation exact match {acc:.1%})")
+    return 0
+
+
+def _decoding(a: argparse.Namespace):
+    from pipeline.beam import DecodeConfig
+
+    return DecodeConfig(beam=a.beam, topk=a.topk, max_len=a.max_len, length_penalty=a.length_penalty,
+                        per_head=a.per_head, all_layers=a.all_layers)
+
+
+def _trace(a: argparse.Namespace) -> int:
+    from pipeline.trace import TraceConfig, trace
+    from warehouse import write_duckdb_file
+
+    s = trace(TraceConfig(model=a.model, corpus=a.corpus, refs=a.refs, warehouse=a.warehouse, split=a.split,
+                          run_name=a.run_name, decoding=_decoding(a), batch_size=a.batch_size,
+                          part_size=a.part_size, vectors=not a.no_vectors, device=a.device))
+    write_duckdb_file(s.warehouse)
+    state = "already complete" if s.already_complete else "complete"
+    print(f"run {s.run_id}: {s.n_sentences} sentences, {s.n_skipped} skipped ({state}) -> {s.warehouse}")
+    return 0
+
+
+def _index(a: argparse.Namespace) -> int:
+    from warehouse import open_warehouse
+    from warehouse.vectors import DEFAULT_MIN_ROWS, build_indexes
+
+    with open_warehouse(a.warehouse) as wh:
+        runs = [wh.resolve_run(r) for r in a.run] if a.run else wh.run_ids()
+    min_rows = DEFAULT_MIN_ROWS if a.min_rows is None else a.min_rows
+    for r in build_indexes(Path(a.warehouse), runs, min_rows):
+        what = f"{r.params['index_type']} built in {r.seconds:.1f}s" if r.built else "exact search, no index needed"
+        print(f"{r.table}: {r.rows} vectors, {what}")
+    return 0
+
+
+def _sql(a: argparse.Namespace) -> int:
+    import duckdb
+    import polars as pl
+
+    from warehouse import open_warehouse
+
+    with open_warehouse(a.warehouse) as wh:
+        try:
+            df = wh.sql(a.query)
+        except duckdb.Error as e:
+            raise BeamscopeError(f"SQL error: {str(e).splitlines()[0]}") from None
+    if a.format == "csv":
+        sys.stdout.write(df.write_csv())
+    elif a.format == "json":
+        sys.stdout.write(df.write_ndjson())
+    else:
+        with pl.Config(tbl_rows=a.max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
+            print(df)
+    return 0
+
+
+def _demo(a: argparse.Namespace) -> int:
+    from beamscope.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(dir=Path(a.dir), arch=a.arch, n_test=a.test, n_train=a.train, minutes=a.minutes,
+                        device=a.device))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except BeamscopeError as e:
+        print(f"beamscope: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"beamscope: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("beamscope: interrupted (a trace resumes when started again)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""``beamscope demo``: the whole path on the built-in dates task, from nothing to a warehouse."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.beam import DecodeConfig
+from pipeline.models import load_model, resolve_device
+from pipeline.trace import TraceConfig, trace
+from pipeline.train import TrainConfig, train
+from schemas import CheckpointError
+from warehouse import open_warehouse, write_duckdb_file
+from warehouse.vectors import build_indexes
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    dir: Path
+    arch: str = "transformer"
+    n_test: int = 2000
+    n_train: int = 20000
+    minutes: float = 5.0
+    device: str = "auto"
+
+
+SUMMARY_SQL = """
+SELECT count(*) AS sentences,
+       avg(exact_match::INT) AS exact_match,
+       sum((NOT exact_match)::INT) AS errors,
+       sum(is_search_error::INT) AS search_errors,
+       avg(chrf) AS chrf
+FROM sentences WHERE run_id = ?
+"""
+
+CONFUSIONS_SQL = """
+SELECT r.token AS reference, t.token AS produced, count(*) AS n, min(s.sent_id) AS example
+FROM sentences s
+JOIN reference_steps r ON r.run_id = s.run_id AND r.sent_id = s.sent_id AND r.step = s.first_divergence_step
+JOIN target_steps t ON t.run_id = s.run_id AND t.sent_id = s.sent_id AND t.step = s.first_divergence_step
+WHERE s.run_id = ? AND NOT s.exact_match
+GROUP BY ALL ORDER BY n DESC, reference LIMIT 5
+"""
+
+
+def run_demo(cfg: DemoConfig) -> Path:
+    """Train (or reuse) the model, trace the test and training splits, build indexes."""
+    device = resolve_device(cfg.device)
+    model_dir = cfg.dir / "models" / f"dates-{cfg.arch}"
+    warehouse = cfg.dir / "warehouse"
+    try:
+        load_model(model_dir, device)
+        print(f"model: {model_dir} (cached)")
+    except CheckpointError:
+        start = time.perf_counter()
+        _, acc = train(TrainConfig(task="dates", arch=cfg.arch, minutes=cfg.minutes), model_dir, device)
+        print(f"model: {model_dir} trained in {time.perf_counter() - start:.0f}s, "
+              f"validation exact match {acc:.1%}")
+    runs = []
+    for split, n in (("test", cfg.n_test), ("train", cfg.n_train)):
+        start = time.perf_counter()
+        s = trace(TraceConfig(model=str(model_dir), corpus=f"task:dates:{split}:{n}", warehouse=str(warehouse),
+                              decoding=DecodeConfig(beam=5, max_len=20), device=cfg.device))
+        runs.append(s.run_id)
+        print(f"traced {s.run_id}: {s.n_sentences} sentences in {time.perf_counter() - start:.0f}s")
+    for r in build_indexes(warehouse, runs):
+        print(f"index {r.table}: {r.rows} vectors, " + (f"IVF-PQ in {r.seconds:.1f}s" if r.built else "exact search"))
+    write_duckdb_file(warehouse)
+    with open_warehouse(warehouse) as wh:
+        summary = wh.sql(SUMMARY_SQL, [runs[0]]).row(0, named=True)
+        confusions = wh.sql(CONFUSIONS_SQL, [runs[0]])
+    print(f"\nwarehouse: {warehouse.resolve()}")
+    print(f"test run {runs[0]}: {summary['sentences']} sentences, exact match {summary['exact_match']:.1%}, "
+          f"chrF {summary['chrf']:.1f}, {summary['errors']} errors of which {summary['search_errors']} search errors")
+    if confusions.height:
+        print("top confusions at the first divergence (reference -> produced, count, example sentence):")
+        for row in confusions.iter_rows(named=True):
+            print(f"  {row['reference']!r} -> {row['produced']!r}  x{row['n']}  (sent {row['example']})")
+    print(f"\ntry: beamscope sql --warehouse {warehouse} \"SELECT * FROM sentences WHERE NOT exact_match LIMIT 5\"")
+    return warehouse

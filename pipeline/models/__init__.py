@@ -1,0 +1,49 @@
+"""Model adapters: built-in networks and (by directory detection) Hugging Face models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from pipeline.models.builtin import FORMAT, BuiltinModel, load_builtin
+from pipeline.models.protocol import Seq2SeqAdapter
+from schemas import CheckpointError, ConfigError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` is CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def load_model(path: str | Path, device: str | torch.device = "auto") -> Seq2SeqAdapter:
+    """Load the model directory at ``path`` (format detected from its ``config.json``)."""
+    path = Path(path)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if not path.is_dir():
+        raise CheckpointError("no such model directory", path=str(path))
+    config = path / "config.json"
+    if not config.is_file():
+        raise CheckpointError("not a model directory (no config.json)", path=str(path))
+    try:
+        kind = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"not valid JSON ({e})", path=str(config)) from None
+    if isinstance(kind, dict) and kind.get("format") == FORMAT:
+        return load_builtin(path, dev)
+    raise CheckpointError(
+        "not a beamscope checkpoint (config.json has no \"format\": \"beamscope-model\")",
+        path=str(config),
+    )
+
+
+__all__ = ["BuiltinModel", "Seq2SeqAdapter", "load_model", "resolve_device"]

@@ -1,0 +1,118 @@
+"""The one model-adapter protocol. Beam search, forced decoding and what-if know only this.
+
+Shape names used in comments: ``batch`` sentences, ``rows`` = batch x beam decoder rows,
+``src`` source positions, ``tgt`` target steps, ``layers``/``heads`` of cross-attention,
+``d`` the model width, ``vocab`` the target vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class AttentionEdit:
+    """A what-if intervention on cross-attention at one target step (all layers and heads).
+
+    ``set``: the step attends only to ``positions`` (uniformly); ``scale``: the weights of
+    ``positions`` are multiplied by ``factor`` (0 removes them). Rows are renormalised.
+    """
+
+    step: int
+    positions: tuple[int, ...]
+    mode: Literal["set", "scale"] = "set"
+    factor: float = 0.0
+
+    def apply(self, weights: Tensor) -> Tensor:
+        """Edit ``weights`` [..., src] (rows sum to 1) and renormalise."""
+        pos = torch.tensor(self.positions, device=weights.device, dtype=torch.long)
+        if self.mode == "set":
+            edited = torch.zeros_like(weights)
+            edited[..., pos] = 1.0
+        else:
+            edited = weights.clone()
+            edited[..., pos] = edited[..., pos] * self.factor
+        total = edited.sum(-1, keepdim=True)
+        return torch.where(total > 0, edited / total.clamp_min(1e-30), weights)
+
+
+@dataclass
+class Encoded:
+    """What the encoder produced for a batch."""
+
+    states: Tensor  # [batch, src, d] last layer
+    mask: Tensor  # [batch, src] True at real tokens
+    layer_states: Tensor | None = None  # [batch, layers, src, d] when all layers were asked for
+    memory: Any = None  # adapter-specific extras the decoder needs
+
+
+@dataclass
+class StepOutput:
+    """One incremental decoder step for every row."""
+
+    logits: Tensor  # [rows, vocab]
+    cross_attention: Tensor  # [rows, layers, heads, src]
+    state: Tensor  # [rows, d] the decoder's output state (what the output layer reads)
+    cache: Any
+
+
+@dataclass
+class ForcedOutput:
+    """A teacher-forced pass over whole target prefixes."""
+
+    logits: Tensor  # [batch, tgt, vocab]
+    cross_attention: Tensor  # [batch, tgt, layers, heads, src]
+    states: Tensor  # [batch, tgt, d]
+
+
+@runtime_checkable
+class Seq2SeqAdapter(Protocol):
+    """A sequence-to-sequence model as beamscope sees it."""
+
+    name: str
+    arch: str
+    device: torch.device
+    bos_id: int  # the decoder's start token
+    eos_id: int
+    pad_id: int
+    vocab_size: int
+    max_src_len: int | None  # longest source (in tokens) the model takes; None = unbounded
+
+    def src_ids(self, text: str) -> list[int]:
+        """Token ids of a source sentence (with whatever end marker the model expects)."""
+
+    def src_pieces(self, ids: list[int]) -> list[str]:
+        """The token strings of source ids, one per position."""
+
+    def tgt_ids(self, text: str) -> list[int]:
+        """Token ids of a target sentence, without the end-of-sentence token."""
+
+    def tgt_pieces(self, ids: list[int]) -> list[str]:
+        """The token strings of target ids, one per step."""
+
+    def detokenize(self, ids: list[int]) -> str:
+        """Target ids (no specials) back to text."""
+
+    def encode(self, src: Tensor, mask: Tensor, all_layers: bool = False) -> Encoded:
+        """Run the encoder over ``src`` [batch, src] (``mask`` [batch, src])."""
+
+    def start(self, enc: Encoded, beam: int) -> Any:
+        """The decoder cache for ``beam`` rows per sentence (rows ordered sentence-major)."""
+
+    def step(
+        self, enc: Encoded, tokens: Tensor, cache: Any, edit: AttentionEdit | None = None
+    ) -> StepOutput:
+        """Feed ``tokens`` [rows] (the previous step's output) and predict the next token."""
+
+    def reorder(self, cache: Any, rows: Tensor) -> Any:
+        """Keep cache rows ``rows`` [rows] (indices into the current rows), in that order."""
+
+    def forced(self, enc: Encoded, tgt_in: Tensor) -> ForcedOutput:
+        """Teacher-forced decoding of ``tgt_in`` [batch, tgt] (start token first)."""
+
+    def adjust_logprobs(self, logprobs: Tensor, step: int) -> Tensor:
+        """Apply the model's own decoding rules (banned tokens, ...) to [rows, vocab]."""

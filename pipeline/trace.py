@@ -1,0 +1,200 @@
+"""``beamscope trace``: decode a corpus with the traced beam search into a warehouse run.
+
+The corpus is cut into parts of ``part_size`` sentences; each part is decoded in
+length-sorted batches, written (Parquet + vectors) and marked done. A run started again with
+the same arguments resumes after its last done part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.batching import length_batches, pad
+from pipeline.beam import DecodeConfig, beam_search
+from pipeline.corpus import Corpus, Example, read_corpus
+from pipeline.forced import force_decode
+from pipeline.metrics import sentence_scores
+from pipeline.models import load_model, resolve_device
+from pipeline.models.protocol import Seq2SeqAdapter
+from pipeline.records import PartBuilder, Traced
+from pipeline.writer import RunWriter, run_row
+from schemas import ConfigError
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """Options of ``beamscope trace`` (all recorded in ``runs``)."""
+
+    model: str
+    corpus: str
+    warehouse: str
+    refs: str | None = None
+    split: str | None = None  # defaults to the task split, or 'test' for files
+    run_name: str | None = None
+    decoding: DecodeConfig = field(default_factory=DecodeConfig)
+    batch_size: int = 64
+    part_size: int = 1024
+    vectors: bool = True
+    device: str = "auto"
+
+    def check(self) -> TraceConfig:
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if self.part_size < 1:
+            raise ConfigError(f"--part-size must be at least 1 (got {self.part_size})")
+        return self
+
+
+@dataclass(frozen=True)
+class TraceSummary:
+    run_id: str
+    warehouse: Path
+    n_sentences: int
+    n_skipped: int
+    resumed_parts: int
+    already_complete: bool
+
+
+def default_run_id(model: Seq2SeqAdapter, corpus: Corpus) -> str:
+    stem = corpus.spec.removeprefix("task:") if corpus.spec.startswith("task:") else Path(corpus.spec).stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model.name}.{stem}.{corpus.split}").strip("-.")[:128]
+
+
+def _corpus_hash(corpus: Corpus) -> str:
+    h = hashlib.sha256()
+    for ex in corpus.examples:
+        h.update(f"{ex.source}\x00{ex.reference}\x01".encode())
+    return h.hexdigest()[:16]
+
+
+def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
+    """Trace ``cfg.corpus`` with ``cfg.model`` into ``cfg.warehouse``; resumable."""
+    cfg.check()
+    probe = read_corpus(cfg.corpus, cfg.refs)
+    split = cfg.split or probe.split
+    corpus = dataclasses.replace(probe, split=split)
+    device = resolve_device(cfg.device)
+    model = load_model(cfg.model, device)
+    dec = cfg.decoding.check(model.vocab_size)
+    run_id = cfg.run_name or default_run_id(model, corpus)
+    examples = corpus.examples
+    n_parts = (len(examples) + cfg.part_size - 1) // cfg.part_size
+    options = {"batch_size": cfg.batch_size, "part_size": cfg.part_size, "vectors": cfg.vectors,
+               "refs": cfg.refs, "corpus_hash": _corpus_hash(corpus), "device": str(device)}
+    fingerprint_src = {k: v for k, v in options.items() if k not in ("device", "batch_size")}
+    fingerprint = hashlib.sha256(json.dumps(
+        [getattr(model, "hash", ""), cfg.corpus, split, dataclasses.asdict(dec), fingerprint_src],
+        sort_keys=True).encode()).hexdigest()[:16]
+    row = run_row(
+        model_name=model.name, model_path=str(Path(cfg.model).resolve()), model_hash=getattr(model, "hash", ""),
+        arch=model.arch, corpus=cfg.corpus, split=split, decoding=dataclasses.asdict(dec), options=options,
+        n_sentences=len(examples), n_skipped=0,
+    )
+    writer = RunWriter(Path(cfg.warehouse), run_id)
+    done = writer.begin(fingerprint, n_parts, row)
+    if len(done) == n_parts and n_parts > 0 and _is_complete(writer):
+        return TraceSummary(run_id, writer.root, len(examples), 0, len(done), True)
+    todo = [p for p in range(n_parts) if p not in done]
+    bar = tqdm(total=len(examples), initial=len(examples) - sum(
+        len(examples[p * cfg.part_size:(p + 1) * cfg.part_size]) for p in todo),
+        desc=f"trace {run_id}", unit="sent", disable=not progress)
+    for part in todo:
+        chunk = examples[part * cfg.part_size:(part + 1) * cfg.part_size]
+        builder = trace_part(model, chunk, dec, run_id, split, cfg.batch_size, cfg.vectors, bar)
+        vectors = builder.vectors(_dim(builder)) if cfg.vectors else {}
+        writer.write_part(part, builder.tables(), vectors, (chunk[0].sent_id, chunk[-1].sent_id + 1))
+    bar.close()
+    n_skipped = _count_skipped(writer)
+    writer.finish({**row, "n_skipped": n_skipped}, {"n_sentences": len(examples), "n_skipped": n_skipped})
+    return TraceSummary(run_id, writer.root, len(examples), n_skipped, len(done), False)
+
+
+def _is_complete(writer: RunWriter) -> bool:
+    from schemas.layout import read_manifest
+
+    return read_manifest(writer.root)["runs"][writer.run_id]["status"] == "complete"
+
+
+def _count_skipped(writer: RunWriter) -> int:
+    import pyarrow.parquet as pq
+
+    from schemas.layout import run_dir
+
+    d = run_dir(writer.root, "skipped", writer.run_id)
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in d.glob("*.parquet")) if d.exists() else 0
+
+
+def _dim(builder: PartBuilder) -> int:
+    vecs = builder.cols.get("decoder_states", {}).get("vector") or builder.cols.get("encoder_states", {}).get("vector")
+    return int(vecs[0].shape[-1]) if vecs else 1
+
+
+@torch.inference_mode()
+def trace_part(model: Seq2SeqAdapter, chunk: list[Example], dec: DecodeConfig, run_id: str, split: str,
+               batch_size: int, vectors: bool, bar: tqdm | None = None) -> PartBuilder:
+    """Decode one part of a corpus and collect its rows (in ``sent_id`` order)."""
+    builder = PartBuilder(model, run_id, split)
+    src_ids = [model.src_ids(ex.source) for ex in chunk]
+    ok = [i for i, ids in enumerate(src_ids) if model.max_src_len is None or len(ids) <= model.max_src_len]
+    results: dict[int, Traced | str] = {
+        i: f"source has {len(src_ids[i])} tokens; the model takes at most {model.max_src_len}"
+        for i in range(len(chunk)) if i not in set(ok)
+    }
+    for batch in length_batches([len(src_ids[i]) for i in ok], batch_size):
+        idx = [ok[j] for j in batch]
+        src, mask = pad([src_ids[i] for i in idx], model.pad_id, model.device)
+        enc = model.encode(src, mask, all_layers=dec.all_layers)
+        decoded = beam_search(model, enc, dec, trace=True)
+        with_ref = [j for j, i in enumerate(idx) if chunk[i].reference is not None]
+        forced = {}
+        if with_ref:
+            sub = _select(enc, with_ref)
+            refs = [model.tgt_ids(chunk[idx[j]].reference) for j in with_ref]
+            forced = dict(zip(with_ref, force_decode(model, sub, refs, dec.length_penalty, dec.per_head), strict=True))
+        states = enc.states.float().cpu().numpy()
+        layers = enc.layer_states.float().cpu().numpy() if enc.layer_states is not None else None
+        for j, i in enumerate(idx):
+            n = len(src_ids[i])
+            ex = chunk[i]
+            hyp = model.detokenize(decoded[j].ids)
+            results[i] = Traced(
+                ex, src_ids[i], decoded[j], forced.get(j),
+                sentence_scores(hyp, ex.reference) if ex.reference is not None else None,
+                states[j, :n], None if layers is None else layers[j, :, :n],
+            )
+        if bar is not None:
+            bar.update(len(idx))
+    for i in range(len(chunk)):
+        r = results[i]
+        if isinstance(r, str):
+            builder.skip(chunk[i], r)
+            if bar is not None:
+                bar.update(1)
+        else:
+            builder.add(r)
+    if not vectors:
+        builder.cols.pop("encoder_states", None)
+        builder.cols.pop("decoder_states", None)
+    return builder
+
+
+def _select(enc, rows: list[int]):
+    """The encoder output of a subset of the batch."""
+    index = torch.tensor(rows, device=enc.states.device)
+    return dataclasses.replace(
+        enc, states=enc.states.index_select(0, index), mask=enc.mask.index_select(0, index),
+        layer_states=None if enc.layer_states is None else enc.layer_states.index_select(0, index),
+        memory=enc.memory,
+    )
+
+
+__all__ = ["TraceConfig", "TraceSummary", "trace", "trace_part", "np"]

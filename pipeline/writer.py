@@ -1,0 +1,139 @@
+"""Writing a run into a warehouse: Parquet parts, LanceDB vectors, the manifest.
+
+Idempotent by construction, so a killed trace resumes to exactly the rows of an
+uninterrupted one: a Parquet part is written under a temporary name and renamed (a part
+file is complete or absent); the vectors of a part are deleted by ``sent_id`` range before
+they are added (a Lance commit is atomic); a part counts as done only once the manifest,
+itself replaced atomically under the writer lock, says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from beamscope import __version__
+from schemas import SCHEMA_VERSION, TABLES, WarehouseError
+from schemas.layout import (
+    atomic_path,
+    check_run_id,
+    locked,
+    new_manifest,
+    part_path,
+    read_manifest,
+    remove_orphan_temps,
+    run_dir,
+    vector_table,
+    vectors_dir,
+    write_manifest,
+)
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """zstd Parquet, written to a temporary name and renamed into place."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=256 * 1024)
+
+
+class RunWriter:
+    """Writes the parts of one run; ``begin`` registers (or resumes) it in the manifest."""
+
+    def __init__(self, root: Path, run_id: str) -> None:
+        self.root, self.run_id = Path(root), check_run_id(run_id)
+        self._db: Any = None
+        self.created_at = dt.datetime.now(dt.timezone.utc)
+
+    def begin(self, fingerprint: str, n_parts: int, run_row: dict[str, Any]) -> set[int]:
+        """Register the run and return the parts already done (empty for a new run)."""
+        with locked(self.root):
+            if (self.root / "manifest.json").exists():
+                manifest = read_manifest(self.root)
+            elif any(self.root.iterdir()) and set(p.name for p in self.root.iterdir()) != {".lock"}:
+                raise WarehouseError(
+                    "directory exists, is not empty and is not a beamscope warehouse", path=str(self.root)
+                )
+            else:
+                manifest = new_manifest()
+            run = manifest["runs"].get(self.run_id)
+            if run is not None and run["fingerprint"] != fingerprint:
+                raise WarehouseError(
+                    f"run {self.run_id!r} exists with other settings; choose another --run-name "
+                    "or delete the run", path=str(self.root))
+            if run is not None:
+                self.created_at = dt.datetime.fromisoformat(run["created_at"])
+            if run is not None and run["status"] == "complete":
+                return set(range(n_parts))
+            if run is None:
+                run = {"fingerprint": fingerprint, "status": "running", "n_parts": n_parts, "parts_done": [],
+                       "created_at": self.created_at.isoformat()}
+                manifest["runs"][self.run_id] = run
+                write_manifest(self.root, manifest)
+            for table in TABLES:
+                d = run_dir(self.root, table, self.run_id)
+                if d.exists():
+                    remove_orphan_temps(d)
+            if not part_path(self.root, "runs", self.run_id, 0).exists():
+                self._write_run_row({**run_row, "status": "running"})
+            return set(run["parts_done"])
+
+    def _write_run_row(self, row: dict[str, Any]) -> None:
+        row = {**row, "run_id": self.run_id, "created_at": self.created_at}
+        table = pa.Table.from_pylist([row], schema=TABLES["runs"])
+        write_parquet(table, part_path(self.root, "runs", self.run_id, 0))
+
+    def write_part(self, part: int, tables: dict[str, pa.Table], vectors: dict[str, pa.Table],
+                   sent_range: tuple[int, int]) -> None:
+        """Write every table's part, replace the part's vectors, then mark the part done."""
+        for name, table in tables.items():
+            write_parquet(table, part_path(self.root, name, self.run_id, part))
+        if vectors:
+            lo, hi = sent_range
+            db = self._vectors()
+            existing = set(db.table_names())
+            for kind, table in vectors.items():
+                name = vector_table(kind, self.run_id)
+                if name in existing:
+                    tbl = db.open_table(name)
+                    tbl.delete(f"sent_id >= {lo} AND sent_id < {hi}")
+                    if table.num_rows:
+                        tbl.add(table)
+                elif table.num_rows:
+                    db.create_table(name, data=table, schema=table.schema)
+        with locked(self.root):
+            manifest = read_manifest(self.root)
+            done = set(manifest["runs"][self.run_id]["parts_done"])
+            manifest["runs"][self.run_id]["parts_done"] = sorted(done | {part})
+            write_manifest(self.root, manifest)
+
+    def _vectors(self) -> Any:
+        if self._db is None:
+            self._db = lancedb.connect(str(vectors_dir(self.root)))
+        return self._db
+
+    def finish(self, run_row: dict[str, Any], stats: dict[str, Any]) -> None:
+        """Publish the run: its ``runs`` row says 'complete' (readers see it from now on)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        self._write_run_row({**run_row, "status": "complete", "finished_at": now})
+        with locked(self.root):
+            manifest = read_manifest(self.root)
+            manifest["runs"][self.run_id].update(status="complete", **stats)
+            write_manifest(self.root, manifest)
+
+
+def run_row(**fields: Any) -> dict[str, Any]:
+    """A ``runs`` row with the version columns filled in."""
+    return {
+        **fields,
+        "created_at": dt.datetime.now(dt.timezone.utc),
+        "finished_at": None,
+        "schema_version": SCHEMA_VERSION,
+        "beamscope_version": __version__,
+        "decoding": json.dumps(fields["decoding"], sort_keys=True),
+        "options": json.dumps(fields["options"], sort_keys=True),
+    }

@@ -1,0 +1,217 @@
+"""Arrow schemas of every warehouse table: the one definition writers and readers share.
+
+Keys: every table has ``run_id``; the per-table keys are listed in ``KEYS``.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+_RUN = pa.field("run_id", pa.string(), nullable=False)
+_SENT = pa.field("sent_id", pa.int64(), nullable=False)
+
+RUNS = pa.schema(
+    [
+        _RUN,
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+        pa.field("status", pa.string(), nullable=False),  # 'running' | 'complete'
+        pa.field("model_name", pa.string(), nullable=False),
+        pa.field("model_path", pa.string(), nullable=False),
+        pa.field("model_hash", pa.string(), nullable=False),
+        pa.field("arch", pa.string(), nullable=False),
+        pa.field("corpus", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("decoding", pa.string(), nullable=False),  # JSON of the resolved decoding config
+        pa.field("options", pa.string(), nullable=False),  # JSON of every other resolved option
+        pa.field("n_sentences", pa.int64(), nullable=False),
+        pa.field("n_skipped", pa.int64(), nullable=False),
+        pa.field("schema_version", pa.int32(), nullable=False),
+        pa.field("beamscope_version", pa.string(), nullable=False),
+    ]
+)
+
+SENTENCES = pa.schema(
+    [
+        _RUN,
+        _SENT,
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("reference", pa.string()),
+        pa.field("hypothesis", pa.string(), nullable=False),
+        pa.field("src_len", pa.int32(), nullable=False),
+        pa.field("ref_len", pa.int32()),
+        pa.field("hyp_len", pa.int32(), nullable=False),
+        pa.field("hyp_logprob", pa.float32(), nullable=False),
+        pa.field("hyp_score", pa.float32(), nullable=False),  # length-normalised, as ranked by the beam
+        pa.field("ref_logprob", pa.float32()),
+        pa.field("ref_score", pa.float32()),  # same normalisation as hyp_score
+        pa.field("exact_match", pa.bool_()),
+        pa.field("is_search_error", pa.bool_()),
+        pa.field("first_divergence_step", pa.int32()),
+        pa.field("bleu", pa.float32()),
+        pa.field("chrf", pa.float32()),
+        pa.field("ter", pa.float32()),
+        pa.field("n_beam_nodes", pa.int32(), nullable=False),
+    ]
+)
+
+SOURCE_TOKENS = pa.schema(
+    [
+        _RUN,
+        _SENT,
+        pa.field("src_pos", pa.int32(), nullable=False),
+        pa.field("token", pa.string(), nullable=False),
+        pa.field("token_id", pa.int32(), nullable=False),
+        pa.field("is_unknown", pa.bool_(), nullable=False),
+        pa.field("attention_received", pa.float32(), nullable=False),  # sum over hypothesis steps
+    ]
+)
+
+_TOPK = [
+    pa.field("topk_token_ids", pa.list_(pa.int32()), nullable=False),
+    pa.field("topk_tokens", pa.list_(pa.string()), nullable=False),
+    pa.field("topk_probs", pa.list_(pa.float32()), nullable=False),
+]
+_ATTN_SUMMARY = [
+    pa.field("attn_argmax_src_pos", pa.int32(), nullable=False),
+    pa.field("attn_entropy", pa.float32(), nullable=False),
+]
+
+TARGET_STEPS = pa.schema(
+    [
+        _RUN,
+        _SENT,
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("token", pa.string(), nullable=False),
+        pa.field("token_id", pa.int32(), nullable=False),
+        pa.field("prob", pa.float32(), nullable=False),
+        pa.field("logprob", pa.float32(), nullable=False),
+        pa.field("entropy", pa.float32(), nullable=False),
+        *_TOPK,
+        *_ATTN_SUMMARY,
+    ]
+)
+
+REFERENCE_STEPS = pa.schema(
+    [
+        _RUN,
+        _SENT,
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("token", pa.string(), nullable=False),
+        pa.field("token_id", pa.int32(), nullable=False),
+        pa.field("prob", pa.float32(), nullable=False),
+        pa.field("logprob", pa.float32(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),  # 1 = the model's top-1
+        pa.field("top1_token", pa.string(), nullable=False),
+        pa.field("top1_token_id", pa.int32(), nullable=False),
+        pa.field("top1_prob", pa.float32(), nullable=False),
+        pa.field("entropy", pa.float32(), nullable=False),
+        *_ATTN_SUMMARY,
+    ]
+)
+
+ATTENTION = pa.schema(
+    [
+        _RUN,
+        _SENT,
+        pa.field("decoding", pa.string(), nullable=False),  # 'hyp' | 'ref'
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("src_pos", pa.int32(), nullable=False),
+        pa.field("layer", pa.int16(), nullable=False),  # -1 = mean over layers
+        pa.field("head", pa.int16(), nullable=False),  # -1 = mean over heads
+        pa.field("weight", pa.float32(), nullable=False),
+    ]
+)
+
+BEAM_NODES = pa.schema(
+    [
+        _RUN,
+        _SENT,
+        pa.field("node_id", pa.int32(), nullable=False),
+        pa.field("parent_id", pa.int32()),  # null for the root
+        pa.field("step", pa.int32(), nullable=False),  # 0 = root (start token)
+        pa.field("token", pa.string(), nullable=False),
+        pa.field("token_id", pa.int32(), nullable=False),
+        pa.field("token_logprob", pa.float32(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),  # cumulative log-probability
+        pa.field("rank_in_beam", pa.int32(), nullable=False),  # rank among the step's candidates
+        pa.field("status", pa.string(), nullable=False),  # 'kept' | 'pruned' | 'finished' | 'root'
+        pa.field("on_best_path", pa.bool_(), nullable=False),
+    ]
+)
+
+SKIPPED = pa.schema(
+    [
+        _RUN,
+        _SENT,
+        pa.field("file", pa.string(), nullable=False),
+        pa.field("line", pa.int64(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "runs": RUNS,
+    "sentences": SENTENCES,
+    "source_tokens": SOURCE_TOKENS,
+    "target_steps": TARGET_STEPS,
+    "reference_steps": REFERENCE_STEPS,
+    "attention": ATTENTION,
+    "beam_nodes": BEAM_NODES,
+    "skipped": SKIPPED,
+}
+
+KEYS: dict[str, tuple[str, ...]] = {
+    "runs": ("run_id",),
+    "sentences": ("run_id", "sent_id"),
+    "source_tokens": ("run_id", "sent_id", "src_pos"),
+    "target_steps": ("run_id", "sent_id", "step"),
+    "reference_steps": ("run_id", "sent_id", "step"),
+    "attention": ("run_id", "sent_id", "decoding", "step", "src_pos", "layer", "head"),
+    "beam_nodes": ("run_id", "sent_id", "node_id"),
+    "skipped": ("run_id", "sent_id"),
+}
+
+# The per-sentence tables a trace writes one part of per chunk of the corpus.
+PART_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t != "runs")
+
+
+def encoder_states_schema(dim: int) -> pa.Schema:
+    """LanceDB table of encoder states: one vector per source token (and layer)."""
+    return pa.schema(
+        [
+            _RUN,
+            _SENT,
+            pa.field("src_pos", pa.int32(), nullable=False),
+            pa.field("layer", pa.int16(), nullable=False),
+            pa.field("token", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+        ]
+    )
+
+
+def decoder_states_schema(dim: int) -> pa.Schema:
+    """LanceDB table of decoder states: one vector per target step of 'hyp' and 'ref' decoding.
+
+    At ``step`` the decoder has read ``token`` (the start token at step 0) and predicts
+    ``next_token`` (the hypothesis' token for 'hyp', the reference's for 'ref').
+    """
+    return pa.schema(
+        [
+            _RUN,
+            _SENT,
+            pa.field("decoding", pa.string(), nullable=False),
+            pa.field("step", pa.int32(), nullable=False),
+            pa.field("token", pa.string(), nullable=False),
+            pa.field("next_token", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+        ]
+    )
+
+
+VECTOR_TABLES = ("encoder_states", "decoder_states")

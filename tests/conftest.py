@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny models trained in seconds, and a traced warehouse built from them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.beam import DecodeConfig
+from pipeline.models import load_model
+from pipeline.trace import TraceConfig, trace
+from pipeline.train import TrainConfig, train
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+CPU = torch.device("cpu")
+TINY = dict(d_model=32, layers=2, heads=4, n_train=3000, n_valid=50, max_steps=150, batch_size=32, minutes=2.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny dates Transformer (d_model 32), trained for 150 steps."""
+    out = tmp_path_factory.mktemp("models") / "tiny-transformer"
+    train(TrainConfig(task="dates", arch="transformer", **TINY), out, CPU, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lstm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "tiny-lstm"
+    train(TrainConfig(task="dates", arch="lstm", **TINY), out, CPU, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir: Path):
+    return load_model(tiny_dir, CPU)
+
+
+@pytest.fixture(scope="session")
+def tiny_lstm(tiny_lstm_dir: Path):
+    return load_model(tiny_lstm_dir, CPU)
+
+
+@pytest.fixture(scope="session")
+def warehouse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path, tiny_lstm_dir: Path) -> Path:
+    """A warehouse with three complete runs: beam 4 per-head (transformer), greedy, and LSTM."""
+    root = tmp_path_factory.mktemp("wh") / "warehouse"
+    corpus = "task:dates:test:48"
+    trace(TraceConfig(model=str(tiny_dir), corpus=corpus, warehouse=str(root), run_name="beam4",
+                      decoding=DecodeConfig(beam=4, topk=5, max_len=16, per_head=True), batch_size=16,
+                      part_size=20, device="cpu"), progress=False)
+    trace(TraceConfig(model=str(tiny_dir), corpus=corpus, warehouse=str(root), run_name="greedy",
+                      decoding=DecodeConfig(beam=1, topk=5, max_len=16), batch_size=16, device="cpu"),
+          progress=False)
+    trace(TraceConfig(model=str(tiny_lstm_dir), corpus=corpus, warehouse=str(root), run_name="lstm",
+                      decoding=DecodeConfig(beam=3, topk=5, max_len=16), batch_size=16, device="cpu"),
+          progress=False)
+    return root

@@ -1,0 +1,88 @@
+"""Opening a warehouse for reading: an in-memory DuckDB with views, and the vector store."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from schemas import WarehouseError
+from schemas.layout import DUCKDB_FILE, atomic_path, read_manifest, vectors_dir
+from warehouse.views import create_views
+
+
+class Warehouse:
+    """A read-only view of a warehouse directory: SQL over its tables, its runs, its vectors."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        self.con = duckdb.connect(":memory:")
+        create_views(self.con, self.root)
+
+    def sql(self, query: str, params: list[Any] | None = None) -> pl.DataFrame:
+        """Run a query against the views; the result as a polars frame."""
+        rel = self.con.sql(query, params=params or None)
+        return rel.pl() if rel is not None else pl.DataFrame()
+
+    def runs(self) -> pl.DataFrame:
+        return self.sql("SELECT * FROM runs ORDER BY created_at")
+
+    def run_ids(self) -> list[str]:
+        return self.runs()["run_id"].to_list()
+
+    def resolve_run(self, run: str | None) -> str:
+        """``run`` if it is a complete run, else the only/newest run when ``run`` is None."""
+        ids = self.run_ids()
+        if not ids:
+            raise WarehouseError("warehouse has no complete runs yet", path=str(self.root))
+        if run is None:
+            return ids[-1]
+        if run not in ids:
+            raise WarehouseError(f"no complete run {run!r}; runs: {', '.join(ids)}", path=str(self.root))
+        return run
+
+    def vectors(self) -> Any:
+        """The LanceDB connection of the warehouse's vectors."""
+        import lancedb
+
+        return lancedb.connect(str(vectors_dir(self.root)))
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_warehouse(root: str | Path) -> Warehouse:
+    return Warehouse(root)
+
+
+def write_duckdb_file(root: str | Path) -> Path:
+    """(Re)write ``beamscope.duckdb`` with the views, for plain ``duckdb`` users.
+
+    Its views use paths relative to the warehouse, so open it from inside the warehouse
+    directory (``cd WAREHOUSE && duckdb beamscope.duckdb``). Replaced atomically.
+    """
+    root = Path(root)
+    read_manifest(root)
+    target = root / DUCKDB_FILE
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        con = duckdb.connect(str(tmp))
+        try:
+            create_views(con, root)
+            con.execute("RESET file_search_path")
+        finally:
+            con.close()
+        with contextlib.suppress(FileNotFoundError):
+            Path(str(tmp) + ".wal").unlink()
+        tmp.touch(exist_ok=True)
+    return target

@@ -1,0 +1,60 @@
+"""Vector tables (LanceDB): listing them and building their ANN indexes."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lancedb
+
+from schemas import VECTOR_TABLES
+from schemas.layout import locked, read_manifest, vector_table, vectors_dir, write_manifest
+
+DEFAULT_MIN_ROWS = 100_000  # below this, exact search is fast enough and no index is built
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    table: str
+    rows: int
+    built: bool
+    seconds: float
+    params: dict[str, int | str]
+
+
+def index_params(rows: int, dim: int) -> dict[str, int | str]:
+    """IVF-PQ sized to the table: ~sqrt(rows) partitions, 8-dimensional sub-vectors."""
+    sub = next((s for s in (dim // 8, dim // 4, dim // 2) if s >= 1 and dim % s == 0), 1)
+    return {"index_type": "IVF_PQ", "metric": "cosine",
+            "num_partitions": max(1, int(math.sqrt(rows))), "num_sub_vectors": sub}
+
+
+def build_indexes(root: Path, runs: list[str], min_rows: int = DEFAULT_MIN_ROWS) -> list[IndexReport]:
+    """Build (or rebuild) the ANN index of every vector table of ``runs`` that is big enough."""
+    db = lancedb.connect(str(vectors_dir(root)))
+    existing = set(db.table_names())
+    reports = []
+    for run in runs:
+        for kind in VECTOR_TABLES:
+            name = vector_table(kind, run)
+            if name not in existing:
+                continue
+            tbl = db.open_table(name)
+            rows = tbl.count_rows()
+            dim = tbl.schema.field("vector").type.list_size
+            params = index_params(rows, dim)
+            if rows < min_rows:
+                reports.append(IndexReport(name, rows, False, 0.0, {"index_type": "none (exact search)"}))
+                continue
+            start = time.perf_counter()
+            tbl.create_index(vector_column_name="vector", replace=True, **params)
+            reports.append(IndexReport(name, rows, True, time.perf_counter() - start, params))
+    with locked(root):
+        manifest = read_manifest(root)
+        indexes = manifest.setdefault("indexes", {})
+        for r in reports:
+            indexes[r.table] = {"rows": r.rows, "built": r.built, **r.params}
+        write_manifest(root, manifest)
+    return reports

@@ -1,0 +1,69 @@
+"""DuckDB views over a warehouse's Parquet tables.
+
+``raw.<table>`` reads every part; the public ``<table>`` views show only runs whose ``runs``
+row says 'complete', so readers never see a run that is still being written.
+Paths are relative: a connection sets ``file_search_path`` to the warehouse root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from schemas import TABLES
+from schemas.layout import table_glob
+
+_SQL_TYPES = {
+    pa.string(): "VARCHAR",
+    pa.int64(): "BIGINT",
+    pa.int32(): "INTEGER",
+    pa.int16(): "SMALLINT",
+    pa.float32(): "FLOAT",
+    pa.float64(): "DOUBLE",
+    pa.bool_(): "BOOLEAN",
+}
+
+
+def sql_type(t: pa.DataType) -> str:
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
+    if pa.types.is_list(t):
+        return sql_type(t.value_type) + "[]"
+    return _SQL_TYPES[t]
+
+
+def _empty_select(schema: pa.Schema) -> str:
+    cols = ", ".join(f"CAST(NULL AS {sql_type(f.type)}) AS {f.name}" for f in schema)
+    return f"SELECT {cols} WHERE false"
+
+
+def view_statements(root: Path) -> list[str]:
+    """CREATE VIEW statements for every table (empty, typed views for tables with no parts)."""
+    stmts = ["CREATE SCHEMA IF NOT EXISTS raw"]
+    for name, schema in TABLES.items():
+        has_parts = any((root / "tables" / name).glob("*/*.parquet"))
+        source = (
+            f"SELECT * FROM read_parquet('{table_glob(name)}', hive_partitioning = false, union_by_name = true)"
+            if has_parts else _empty_select(schema)
+        )
+        stmts.append(f"CREATE OR REPLACE VIEW raw.{name} AS {source}")
+    stmts.append("CREATE OR REPLACE VIEW runs AS SELECT * FROM raw.runs WHERE status = 'complete'")
+    for name in TABLES:
+        if name != "runs":
+            stmts.append(
+                f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM raw.{name} "
+                "WHERE run_id IN (SELECT run_id FROM runs)"
+            )
+    return stmts
+
+
+def create_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    con.execute(f"SET file_search_path = '{_quote(str(root.resolve()))}'")
+    for stmt in view_statements(root):
+        con.execute(stmt)
+
+
+def _quote(s: str) -> str:
+    return s.replace("'", "''")
