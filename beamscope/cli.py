@@ -14,8 +14,13 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _verb(sub: argparse._SubParsersAction, name: str, help: str, examples: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=help, epilog="examples:\n" + examples,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -33,13 +38,18 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="beamscope", description="Trace warehouse and visual debugger for seq2seq models.")
+        prog="beamscope", description="Trace warehouse and visual debugger for seq2seq models."
+    )
     parser.add_argument("--version", action="version", version=f"beamscope {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = _verb(sub, "train", "train a built-in model on a built-in task",
-              "  beamscope train --task dates --arch transformer --out models/dates\n"
-              "  beamscope train --task numbers --arch lstm --out models/numbers --minutes 3\n")
+    p = _verb(
+        sub,
+        "train",
+        "train a built-in model on a built-in task",
+        "  beamscope train --task dates --arch transformer --out models/dates\n"
+        "  beamscope train --task numbers --arch lstm --out models/numbers --minutes 3\n",
+    )
     p.add_argument("--task", default="dates", help="built-in task: dates | numbers")
     p.add_argument("--arch", default="transformer", help="transformer | lstm")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
@@ -50,12 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.set_defaults(handler=_train)
 
-    p = _verb(sub, "trace", "decode a corpus with the traced beam search into a warehouse",
-              "  beamscope trace --model models/dates --corpus task:dates:test:2000 --warehouse wh\n"
-              "  beamscope trace --model models/dates --corpus my.txt --refs my.ref.txt --warehouse wh\n"
-              "  beamscope trace --model models/dates --corpus pairs.tsv --warehouse wh --beam 1\n"
-              "corpus SPEC: task:NAME:SPLIT[:N] | FILE.txt [--refs FILE] | FILE.tsv | FILE.jsonl | FILE.parquet\n"
-              "A trace that is interrupted resumes when started again with the same arguments.\n")
+    p = _verb(
+        sub,
+        "trace",
+        "decode a corpus with the traced beam search into a warehouse",
+        "  beamscope trace --model models/dates --corpus task:dates:test:2000 --warehouse wh\n"
+        "  beamscope trace --model models/dates --corpus my.txt --refs my.ref.txt --warehouse wh\n"
+        "  beamscope trace --model models/dates --corpus pairs.tsv --warehouse wh --beam 1\n"
+        "corpus SPEC: task:NAME:SPLIT[:N] | FILE.txt [--refs FILE] | FILE.tsv | FILE.jsonl | FILE.parquet\n"
+        "A trace that is interrupted resumes when started again with the same arguments.\n",
+    )
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--corpus", required=True, help="corpus SPEC (see below)")
     p.add_argument("--refs", default=None, help="reference file for a .txt corpus (one line per source)")
@@ -69,25 +83,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.set_defaults(handler=_trace)
 
-    p = _verb(sub, "index", "build ANN indexes over the stored encoder/decoder states",
-              "  beamscope index --warehouse wh\n  beamscope index --warehouse wh --run dates.train --min-rows 0\n")
+    p = _verb(
+        sub,
+        "index",
+        "build ANN indexes over the stored encoder/decoder states",
+        "  beamscope index --warehouse wh\n  beamscope index --warehouse wh --run dates.train --min-rows 0\n",
+    )
     p.add_argument("--warehouse", required=True)
     p.add_argument("--run", action="append", default=None, help="run to index (repeatable; default all)")
-    p.add_argument("--min-rows", type=int, default=None, help="index only tables with at least this many rows")
+    p.add_argument(
+        "--min-rows", type=int, default=None, help="index only tables with at least this many rows"
+    )
     p.set_defaults(handler=_index)
 
-    p = _verb(sub, "sql", "run SQL against the warehouse views",
-              "  beamscope sql --warehouse wh \"SELECT run_id, n_sentences FROM runs\"\n"
-              "  beamscope sql --warehouse wh --format csv \"SELECT * FROM sentences WHERE NOT exact_match\"\n"
-              "tables: runs sentences source_tokens target_steps reference_steps attention beam_nodes skipped\n")
+    p = _verb(
+        sub,
+        "sql",
+        "run SQL against the warehouse views",
+        '  beamscope sql --warehouse wh "SELECT run_id, n_sentences FROM runs"\n'
+        '  beamscope sql --warehouse wh --format csv "SELECT * FROM sentences WHERE NOT exact_match"\n'
+        "tables: runs sentences source_tokens target_steps reference_steps attention beam_nodes skipped\n",
+    )
     p.add_argument("--warehouse", required=True)
     p.add_argument("query")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--max-rows", type=int, default=50, help="rows shown in table format")
     p.set_defaults(handler=_sql)
 
-    p = _verb(sub, "demo", "train the dates model (if not cached), trace test and train splits, index",
-              "  beamscope demo\n  beamscope demo --dir /tmp/beamscope-demo --test 500 --train 2000\n")
+    p = _verb(
+        sub,
+        "demo",
+        "train the dates model (if not cached), trace test and train splits, index",
+        "  beamscope demo\n  beamscope demo --dir /tmp/beamscope-demo --test 500 --train 2000\n",
+    )
     p.add_argument("--dir", default="demo", help="where the model and the warehouse go")
     p.add_argument("--arch", default="transformer")
     p.add_argument("--test", type=int, default=2000, help="test sentences to trace")
@@ -115,17 +143,35 @@ def _train(a: argparse.Namespace) -> int:
 def _decoding(a: argparse.Namespace):
     from pipeline.beam import DecodeConfig
 
-    return DecodeConfig(beam=a.beam, topk=a.topk, max_len=a.max_len, length_penalty=a.length_penalty,
-                        per_head=a.per_head, all_layers=a.all_layers)
+    return DecodeConfig(
+        beam=a.beam,
+        topk=a.topk,
+        max_len=a.max_len,
+        length_penalty=a.length_penalty,
+        per_head=a.per_head,
+        all_layers=a.all_layers,
+    )
 
 
 def _trace(a: argparse.Namespace) -> int:
     from pipeline.trace import TraceConfig, trace
     from warehouse import write_duckdb_file
 
-    s = trace(TraceConfig(model=a.model, corpus=a.corpus, refs=a.refs, warehouse=a.warehouse, split=a.split,
-                          run_name=a.run_name, decoding=_decoding(a), batch_size=a.batch_size,
-                          part_size=a.part_size, vectors=not a.no_vectors, device=a.device))
+    s = trace(
+        TraceConfig(
+            model=a.model,
+            corpus=a.corpus,
+            refs=a.refs,
+            warehouse=a.warehouse,
+            split=a.split,
+            run_name=a.run_name,
+            decoding=_decoding(a),
+            batch_size=a.batch_size,
+            part_size=a.part_size,
+            vectors=not a.no_vectors,
+            device=a.device,
+        )
+    )
     write_duckdb_file(s.warehouse)
     state = "already complete" if s.already_complete else "complete"
     print(f"run {s.run_id}: {s.n_sentences} sentences, {s.n_skipped} skipped ({state}) -> {s.warehouse}")
@@ -140,7 +186,11 @@ def _index(a: argparse.Namespace) -> int:
         runs = [wh.resolve_run(r) for r in a.run] if a.run else wh.run_ids()
     min_rows = DEFAULT_MIN_ROWS if a.min_rows is None else a.min_rows
     for r in build_indexes(Path(a.warehouse), runs, min_rows):
-        what = f"{r.params['index_type']} built in {r.seconds:.1f}s" if r.built else "exact search, no index needed"
+        what = (
+            f"{r.params['index_type']} built in {r.seconds:.1f}s"
+            if r.built
+            else "exact search, no index needed"
+        )
         print(f"{r.table}: {r.rows} vectors, {what}")
     return 0
 
@@ -169,8 +219,11 @@ def _sql(a: argparse.Namespace) -> int:
 def _demo(a: argparse.Namespace) -> int:
     from beamscope.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(dir=Path(a.dir), arch=a.arch, n_test=a.test, n_train=a.train, minutes=a.minutes,
-                        device=a.device))
+    run_demo(
+        DemoConfig(
+            dir=Path(a.dir), arch=a.arch, n_test=a.test, n_train=a.train, minutes=a.minutes, device=a.device
+        )
+    )
     return 0
 
 

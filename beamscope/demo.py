@@ -55,27 +55,43 @@ def run_demo(cfg: DemoConfig) -> Path:
     except CheckpointError:
         start = time.perf_counter()
         _, acc = train(TrainConfig(task="dates", arch=cfg.arch, minutes=cfg.minutes), model_dir, device)
-        print(f"model: {model_dir} trained in {time.perf_counter() - start:.0f}s, "
-              f"validation exact match {acc:.1%}")
+        print(
+            f"model: {model_dir} trained in {time.perf_counter() - start:.0f}s, "
+            f"validation exact match {acc:.1%}"
+        )
     runs = []
     for split, n in (("test", cfg.n_test), ("train", cfg.n_train)):
         start = time.perf_counter()
-        s = trace(TraceConfig(model=str(model_dir), corpus=f"task:dates:{split}:{n}", warehouse=str(warehouse),
-                              decoding=DecodeConfig(beam=5, max_len=20), device=cfg.device))
+        s = trace(
+            TraceConfig(
+                model=str(model_dir),
+                corpus=f"task:dates:{split}:{n}",
+                warehouse=str(warehouse),
+                decoding=DecodeConfig(beam=5, max_len=20),
+                device=cfg.device,
+            )
+        )
         runs.append(s.run_id)
         print(f"traced {s.run_id}: {s.n_sentences} sentences in {time.perf_counter() - start:.0f}s")
     for r in build_indexes(warehouse, runs):
-        print(f"index {r.table}: {r.rows} vectors, " + (f"IVF-PQ in {r.seconds:.1f}s" if r.built else "exact search"))
+        print(
+            f"index {r.table}: {r.rows} vectors, "
+            + (f"IVF-PQ in {r.seconds:.1f}s" if r.built else "exact search")
+        )
     write_duckdb_file(warehouse)
     with open_warehouse(warehouse) as wh:
         summary = wh.sql(SUMMARY_SQL, [runs[0]]).row(0, named=True)
         confusions = wh.sql(CONFUSIONS_SQL, [runs[0]])
     print(f"\nwarehouse: {warehouse.resolve()}")
-    print(f"test run {runs[0]}: {summary['sentences']} sentences, exact match {summary['exact_match']:.1%}, "
-          f"chrF {summary['chrf']:.1f}, {summary['errors']} errors of which {summary['search_errors']} search errors")
+    print(
+        f"test run {runs[0]}: {summary['sentences']} sentences, "
+        f"exact match {summary['exact_match']:.1%}, chrF {summary['chrf']:.1f}, "
+        f"{summary['errors']} errors of which {summary['search_errors']} search errors"
+    )
     if confusions.height:
         print("top confusions at the first divergence (reference -> produced, count, example sentence):")
         for row in confusions.iter_rows(named=True):
             print(f"  {row['reference']!r} -> {row['produced']!r}  x{row['n']}  (sent {row['example']})")
-    print(f"\ntry: beamscope sql --warehouse {warehouse} \"SELECT * FROM sentences WHERE NOT exact_match LIMIT 5\"")
+    query = "SELECT * FROM sentences WHERE NOT exact_match LIMIT 5"
+    print(f'\ntry: beamscope sql --warehouse {warehouse} "{query}"')
     return warehouse

@@ -47,7 +47,9 @@ class DecodeConfig:
         if self.beam < 1:
             raise ConfigError(f"--beam must be at least 1 (got {self.beam})")
         if not 1 <= self.topk <= vocab_size:
-            raise ConfigError(f"--topk must be between 1 and the vocabulary size {vocab_size} (got {self.topk})")
+            raise ConfigError(
+                f"--topk must be between 1 and the vocabulary size {vocab_size} (got {self.topk})"
+            )
         if self.max_len < 1:
             raise ConfigError(f"--max-len must be at least 1 (got {self.max_len})")
         return self
@@ -286,7 +288,9 @@ class _Recorder:
             real = active[:, None] & (score > NEG / 2)
             parent = np.take_along_axis(run_node, beam, 1)
             step = np.full((b, n_cand), t + 1, dtype=np.int32)
-            for name, arr in zip(names, (sent, ids, parent, step, tok, lp, score, rank, status, beam)):
+            for name, arr in zip(
+                names, (sent, ids, parent, step, tok, lp, score, rank, status, beam), strict=True
+            ):
                 cols[name].append(arr[real])
             fin_node = np.take_along_axis(np.concatenate([fin_node, ids], 1), pick, 1)
             run_node = np.take_along_axis(ids, keep, 1)
@@ -297,9 +301,15 @@ class _Recorder:
             sel = flat["sent"] == i
             node_id = flat["id"][sel]
             tree = _empty_tree(int(count[i]), self.bos_id)
-            for field, name in (("parent", "parent"), ("step", "step"), ("token_id", "tok"),
-                                ("token_logprob", "lp"), ("score", "score"), ("rank", "rank"),
-                                ("status", "status")):
+            for field, name in (
+                ("parent", "parent"),
+                ("step", "step"),
+                ("token_id", "tok"),
+                ("token_logprob", "lp"),
+                ("score", "score"),
+                ("rank", "rank"),
+                ("status", "status"),
+            ):
                 getattr(tree, field)[node_id] = flat[name][sel]
             beam_of = np.zeros(int(count[i]), dtype=np.int64)
             beam_of[node_id] = flat["beam"][sel]
@@ -337,5 +347,10 @@ def _subset(tree: BeamTree, keep: np.ndarray) -> BeamTree:
         return tree
     new_id = np.cumsum(keep) - 1
     parent = np.where(tree.parent[keep] >= 0, new_id[np.maximum(tree.parent[keep], 0)], -1)
-    return BeamTree(parent, *(getattr(tree, f)[keep] for f in
-                              ("step", "token_id", "token_logprob", "score", "rank", "status", "on_best_path")))
+    return BeamTree(
+        parent,
+        *(
+            getattr(tree, f)[keep]
+            for f in ("step", "token_id", "token_logprob", "score", "rank", "status", "on_best_path")
+        ),
+    )

@@ -137,7 +137,9 @@ def _tsv(path: Path) -> list[Example]:
     for i, line in enumerate(_lines(path), 1):
         cols = line.split("\t")
         if len(cols) > 2:
-            raise CorpusError(f"expected 1 or 2 tab-separated columns, found {len(cols)}", path=str(path), line=i)
+            raise CorpusError(
+                f"expected 1 or 2 tab-separated columns, found {len(cols)}", path=str(path), line=i
+            )
         ref = _text(cols[1], path, i, "reference") if len(cols) == 2 else None
         out.append(Example(i - 1, _text(cols[0], path, i, "source"), ref, str(path), i))
     return out
@@ -178,6 +180,13 @@ def _parquet(path: Path) -> list[Example]:
     for i, (s, r) in enumerate(zip(sources, refs, strict=True), 1):
         if s is None:
             raise CorpusError("null source", path=str(path), line=i)
-        out.append(Example(i - 1, _text(s, path, i, "source"), r if r is None else _text(r, path, i, "reference"),
-                           str(path), i))
+        out.append(
+            Example(
+                i - 1,
+                _text(s, path, i, "source"),
+                r if r is None else _text(r, path, i, "reference"),
+                str(path),
+                i,
+            )
+        )
     return out

@@ -50,13 +50,28 @@ def force_decode(
     top1_lp, top1 = logprobs.max(-1)
     mean = mean_attention(out.cross_attention)
     full = out.cross_attention if per_head else mean[:, :, None, None, :]
-    arrays = [x.float().cpu().numpy() if x.is_floating_point() else x.cpu().numpy() for x in (
-        tgt_out, chosen, rank_of(logprobs, tgt_out), top1, top1_lp, entropy(logprobs), full, mean, out.states)]
+    arrays = [
+        x.float().cpu().numpy() if x.is_floating_point() else x.cpu().numpy()
+        for x in (
+            tgt_out,
+            chosen,
+            rank_of(logprobs, tgt_out),
+            top1,
+            top1_lp,
+            entropy(logprobs),
+            full,
+            mean,
+            out.states,
+        )
+    ]
     lengths = mask.sum(1).tolist()
     traces = []
     for i, n in enumerate(lengths):
         ids, lp, rank, t1, t1lp, ent, att, mean_i, states = (a[i, :n] for a in arrays)
         total = float(lp.sum())
-        traces.append(ForcedTrace(ids, lp, rank, t1, t1lp, ent, att, mean_i, states, total,
-                                  total / float(n) ** length_penalty))
+        traces.append(
+            ForcedTrace(
+                ids, lp, rank, t1, t1lp, ent, att, mean_i, states, total, total / float(n) ** length_penalty
+            )
+        )
     return traces

@@ -60,7 +60,9 @@ class PartBuilder:
 
     def _extend(self, table: str, **columns: np.ndarray | list) -> None:
         for name, values in columns.items():
-            self.cols[table][name].append(np.asarray(values) if not isinstance(values, np.ndarray) else values)
+            self.cols[table][name].append(
+                np.asarray(values) if not isinstance(values, np.ndarray) else values
+            )
 
     def skip(self, ex: Example, reason: str) -> None:
         self._extend("skipped", sent_id=[ex.sent_id], file=[ex.file], line=[ex.line], reason=[reason])
@@ -75,11 +77,19 @@ class PartBuilder:
         exact = None if ex.reference is None else hypothesis == ex.reference
         diverge = None if ref is None else first_divergence(hyp_seq, ref.token_ids.tolist())
         self._extend(
-            "sentences", sent_id=[sid], split=[self.split], source=[ex.source], reference=[ex.reference],
-            hypothesis=[hypothesis], src_len=[len(tr.src_ids)],
-            ref_len=[None if ref is None else len(ref.token_ids)], hyp_len=[len(hyp_seq)],
-            hyp_logprob=[dec.logprob], hyp_score=[dec.score],
-            ref_logprob=[None if ref is None else ref.logprob], ref_score=[None if ref is None else ref.score],
+            "sentences",
+            sent_id=[sid],
+            split=[self.split],
+            source=[ex.source],
+            reference=[ex.reference],
+            hypothesis=[hypothesis],
+            src_len=[len(tr.src_ids)],
+            ref_len=[None if ref is None else len(ref.token_ids)],
+            hyp_len=[len(hyp_seq)],
+            hyp_logprob=[dec.logprob],
+            hyp_score=[dec.score],
+            ref_logprob=[None if ref is None else ref.logprob],
+            ref_score=[None if ref is None else ref.score],
             exact_match=[exact],
             is_search_error=[None if ref is None else is_search_error(bool(exact), dec.score, ref.score)],
             first_divergence_step=[diverge],
@@ -91,36 +101,79 @@ class PartBuilder:
         n_src = len(tr.src_ids)
         src_tokens = self.model.src_pieces(tr.src_ids)
         self._extend(
-            "source_tokens", sent_id=np.full(n_src, sid), src_pos=np.arange(n_src), token=src_tokens,
-            token_id=np.asarray(tr.src_ids), is_unknown=np.asarray(tr.src_ids) == getattr(self.model, "unk_id", -1),
+            "source_tokens",
+            sent_id=np.full(n_src, sid),
+            src_pos=np.arange(n_src),
+            token=src_tokens,
+            token_id=np.asarray(tr.src_ids),
+            is_unknown=np.asarray(tr.src_ids) == getattr(self.model, "unk_id", -1),
             attention_received=steps.mean_attention[:, :n_src].sum(0),
         )
-        self._steps("target_steps", sid, steps.token_ids, steps.logprobs, steps.entropy,
-                    steps.mean_attention[:, :n_src],
-                    topk_token_ids=steps.topk_ids, topk_probs=np.exp(steps.topk_logprobs))
+        self._steps(
+            "target_steps",
+            sid,
+            steps.token_ids,
+            steps.logprobs,
+            steps.entropy,
+            steps.mean_attention[:, :n_src],
+            topk_token_ids=steps.topk_ids,
+            topk_probs=np.exp(steps.topk_logprobs),
+        )
         self._attention(sid, "hyp", steps.attention, steps.mean_attention, n_src)
         n = len(tree.parent)
         self._extend(
-            "beam_nodes", sent_id=np.full(n, sid), node_id=np.arange(n),
-            parent_id=np.where(tree.parent >= 0, tree.parent, -1), step=tree.step,
-            token=self.tgt_tokens[tree.token_id], token_id=tree.token_id, token_logprob=tree.token_logprob,
-            score=tree.score, rank_in_beam=tree.rank, status=_STATUS[tree.status], on_best_path=tree.on_best_path,
+            "beam_nodes",
+            sent_id=np.full(n, sid),
+            node_id=np.arange(n),
+            parent_id=np.where(tree.parent >= 0, tree.parent, -1),
+            step=tree.step,
+            token=self.tgt_tokens[tree.token_id],
+            token_id=tree.token_id,
+            token_logprob=tree.token_logprob,
+            score=tree.score,
+            rank_in_beam=tree.rank,
+            status=_STATUS[tree.status],
+            on_best_path=tree.on_best_path,
         )
         self._vectors_enc(sid, src_tokens, tr)
         self._vectors_dec(sid, "hyp", steps.token_ids, steps.states)
         if ref is not None:
-            self._steps("reference_steps", sid, ref.token_ids, ref.logprobs, ref.entropy,
-                        ref.mean_attention[:, :n_src], rank=ref.ranks, top1_token_id=ref.top1_ids,
-                        top1_prob=np.exp(ref.top1_logprobs))
+            self._steps(
+                "reference_steps",
+                sid,
+                ref.token_ids,
+                ref.logprobs,
+                ref.entropy,
+                ref.mean_attention[:, :n_src],
+                rank=ref.ranks,
+                top1_token_id=ref.top1_ids,
+                top1_prob=np.exp(ref.top1_logprobs),
+            )
             self._attention(sid, "ref", ref.attention, ref.mean_attention, n_src)
             self._vectors_dec(sid, "ref", ref.token_ids, ref.states)
 
-    def _steps(self, table: str, sid: int, ids: np.ndarray, logprobs: np.ndarray, ent: np.ndarray,
-               attn: np.ndarray, **extra: np.ndarray) -> None:
+    def _steps(
+        self,
+        table: str,
+        sid: int,
+        ids: np.ndarray,
+        logprobs: np.ndarray,
+        ent: np.ndarray,
+        attn: np.ndarray,
+        **extra: np.ndarray,
+    ) -> None:
         n = len(ids)
-        cols = dict(sent_id=np.full(n, sid), step=np.arange(n), token=self.tgt_tokens[ids], token_id=ids,
-                    prob=np.exp(logprobs), logprob=logprobs, entropy=ent,
-                    attn_argmax_src_pos=attn.argmax(-1), attn_entropy=_entropy(attn))
+        cols = dict(
+            sent_id=np.full(n, sid),
+            step=np.arange(n),
+            token=self.tgt_tokens[ids],
+            token_id=ids,
+            prob=np.exp(logprobs),
+            logprob=logprobs,
+            entropy=ent,
+            attn_argmax_src_pos=attn.argmax(-1),
+            attn_entropy=_entropy(attn),
+        )
         if "top1_token_id" in extra:
             cols["top1_token"] = self.tgt_tokens[extra["top1_token_id"]]
         if "topk_token_ids" in extra:
@@ -135,9 +188,14 @@ class PartBuilder:
             t, layers, heads, s = w.shape
             step, layer, head, pos = (a.ravel() for a in np.indices(w.shape))
             self._extend(
-                "attention", sent_id=np.full(w.size, sid), decoding=np.full(w.size, decoding, dtype=object),
-                step=step, src_pos=pos, layer=np.full(w.size, -1) if is_mean else layer,
-                head=np.full(w.size, -1) if is_mean else head, weight=w.ravel(),
+                "attention",
+                sent_id=np.full(w.size, sid),
+                decoding=np.full(w.size, decoding, dtype=object),
+                step=step,
+                src_pos=pos,
+                layer=np.full(w.size, -1) if is_mean else layer,
+                head=np.full(w.size, -1) if is_mean else head,
+                weight=w.ravel(),
             )
 
     def _vectors_enc(self, sid: int, tokens: list[str], tr: Traced) -> None:
@@ -145,16 +203,29 @@ class PartBuilder:
         n_layers, n_src, _ = layers.shape
         first = n_layers - 1 if tr.enc_layers is None else 0
         layer, pos = (a.ravel() for a in np.indices((n_layers, n_src)))
-        self._extend("encoder_states", sent_id=np.full(layer.size, sid), src_pos=pos, layer=layer + first,
-                     token=np.array(tokens, dtype=object)[pos], split=np.full(layer.size, self.split, dtype=object),
-                     vector=layers.reshape(-1, layers.shape[-1]))
+        self._extend(
+            "encoder_states",
+            sent_id=np.full(layer.size, sid),
+            src_pos=pos,
+            layer=layer + first,
+            token=np.array(tokens, dtype=object)[pos],
+            split=np.full(layer.size, self.split, dtype=object),
+            vector=layers.reshape(-1, layers.shape[-1]),
+        )
 
     def _vectors_dec(self, sid: int, decoding: str, ids: np.ndarray, states: np.ndarray) -> None:
         n = len(ids)
         inputs = np.concatenate([[self.model.bos_id], ids[:-1]]).astype(np.int64)
-        self._extend("decoder_states", sent_id=np.full(n, sid), decoding=np.full(n, decoding, dtype=object),
-                     step=np.arange(n), token=self.tgt_tokens[inputs], next_token=self.tgt_tokens[ids],
-                     split=np.full(n, self.split, dtype=object), vector=states)
+        self._extend(
+            "decoder_states",
+            sent_id=np.full(n, sid),
+            decoding=np.full(n, decoding, dtype=object),
+            step=np.arange(n),
+            token=self.tgt_tokens[inputs],
+            next_token=self.tgt_tokens[ids],
+            split=np.full(n, self.split, dtype=object),
+            vector=states,
+        )
 
     def tables(self) -> dict[str, pa.Table]:
         """One Arrow table per part table (empty ones included), rows in ``sent_id`` order."""
@@ -171,20 +242,31 @@ class PartBuilder:
         arrays = []
         n_rows = sum(len(v) for v in cols.get("sent_id", []))
         for field in schema:
-            if field.name == "run_id":
+            if field.name == "parent_id":
+                values = np.concatenate(cols[field.name]) if n_rows else np.zeros(0, dtype=np.int64)
+                arrays.append(pa.array(values, type=field.type, mask=values < 0))
+            elif field.name == "run_id":
                 arrays.append(pa.array(np.full(n_rows, self.run_id, dtype=object), type=field.type))
             elif pa.types.is_fixed_size_list(field.type):
                 flat = np.concatenate(cols[field.name]).astype(np.float32) if n_rows else np.zeros((0, 1))
                 arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), field.type.list_size))
             elif field.name == "topk_tokens":
-                arrays.append(_lists([np.asarray(v, dtype=object) for batch in cols[field.name] for v in batch],
-                                     field.type.value_type))
+                arrays.append(
+                    _lists(
+                        [np.asarray(v, dtype=object) for batch in cols[field.name] for v in batch],
+                        field.type.value_type,
+                    )
+                )
             elif pa.types.is_list(field.type):
                 rows = [r for block in cols[field.name] for r in block]
                 arrays.append(_lists(rows, field.type.value_type))
             else:
                 values = np.concatenate(cols[field.name]) if n_rows else []
-                if pa.types.is_floating(field.type) or pa.types.is_integer(field.type) or pa.types.is_boolean(field.type):
+                if (
+                    pa.types.is_floating(field.type)
+                    or pa.types.is_integer(field.type)
+                    or pa.types.is_boolean(field.type)
+                ):
                     arrays.append(pa.array(values, type=field.type, from_pandas=True))
                 else:
                     arrays.append(pa.array(list(values), type=field.type))

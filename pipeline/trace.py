@@ -88,27 +88,47 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
     run_id = cfg.run_name or default_run_id(model, corpus)
     examples = corpus.examples
     n_parts = (len(examples) + cfg.part_size - 1) // cfg.part_size
-    options = {"batch_size": cfg.batch_size, "part_size": cfg.part_size, "vectors": cfg.vectors,
-               "refs": cfg.refs, "corpus_hash": _corpus_hash(corpus), "device": str(device)}
+    options = {
+        "batch_size": cfg.batch_size,
+        "part_size": cfg.part_size,
+        "vectors": cfg.vectors,
+        "refs": cfg.refs,
+        "corpus_hash": _corpus_hash(corpus),
+        "device": str(device),
+    }
     fingerprint_src = {k: v for k, v in options.items() if k not in ("device", "batch_size")}
-    fingerprint = hashlib.sha256(json.dumps(
-        [getattr(model, "hash", ""), cfg.corpus, split, dataclasses.asdict(dec), fingerprint_src],
-        sort_keys=True).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [getattr(model, "hash", ""), cfg.corpus, split, dataclasses.asdict(dec), fingerprint_src],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
     row = run_row(
-        model_name=model.name, model_path=str(Path(cfg.model).resolve()), model_hash=getattr(model, "hash", ""),
-        arch=model.arch, corpus=cfg.corpus, split=split, decoding=dataclasses.asdict(dec), options=options,
-        n_sentences=len(examples), n_skipped=0,
+        model_name=model.name,
+        model_path=str(Path(cfg.model).resolve()),
+        model_hash=getattr(model, "hash", ""),
+        arch=model.arch,
+        corpus=cfg.corpus,
+        split=split,
+        decoding=dataclasses.asdict(dec),
+        options=options,
+        n_sentences=len(examples),
+        n_skipped=0,
     )
     writer = RunWriter(Path(cfg.warehouse), run_id)
     done = writer.begin(fingerprint, n_parts, row)
     if len(done) == n_parts and n_parts > 0 and _is_complete(writer):
         return TraceSummary(run_id, writer.root, len(examples), 0, len(done), True)
     todo = [p for p in range(n_parts) if p not in done]
-    bar = tqdm(total=len(examples), initial=len(examples) - sum(
-        len(examples[p * cfg.part_size:(p + 1) * cfg.part_size]) for p in todo),
-        desc=f"trace {run_id}", unit="sent", disable=not progress)
+    bar = tqdm(
+        total=len(examples),
+        initial=len(examples) - sum(len(examples[p * cfg.part_size : (p + 1) * cfg.part_size]) for p in todo),
+        desc=f"trace {run_id}",
+        unit="sent",
+        disable=not progress,
+    )
     for part in todo:
-        chunk = examples[part * cfg.part_size:(part + 1) * cfg.part_size]
+        chunk = examples[part * cfg.part_size : (part + 1) * cfg.part_size]
         builder = trace_part(model, chunk, dec, run_id, split, cfg.batch_size, cfg.vectors, bar)
         vectors = builder.vectors(_dim(builder)) if cfg.vectors else {}
         writer.write_part(part, builder.tables(), vectors, (chunk[0].sent_id, chunk[-1].sent_id + 1))
@@ -134,20 +154,31 @@ def _count_skipped(writer: RunWriter) -> int:
 
 
 def _dim(builder: PartBuilder) -> int:
-    vecs = builder.cols.get("decoder_states", {}).get("vector") or builder.cols.get("encoder_states", {}).get("vector")
+    vecs = builder.cols.get("decoder_states", {}).get("vector") or builder.cols.get("encoder_states", {}).get(
+        "vector"
+    )
     return int(vecs[0].shape[-1]) if vecs else 1
 
 
 @torch.inference_mode()
-def trace_part(model: Seq2SeqAdapter, chunk: list[Example], dec: DecodeConfig, run_id: str, split: str,
-               batch_size: int, vectors: bool, bar: tqdm | None = None) -> PartBuilder:
+def trace_part(
+    model: Seq2SeqAdapter,
+    chunk: list[Example],
+    dec: DecodeConfig,
+    run_id: str,
+    split: str,
+    batch_size: int,
+    vectors: bool,
+    bar: tqdm | None = None,
+) -> PartBuilder:
     """Decode one part of a corpus and collect its rows (in ``sent_id`` order)."""
     builder = PartBuilder(model, run_id, split)
     src_ids = [model.src_ids(ex.source) for ex in chunk]
     ok = [i for i, ids in enumerate(src_ids) if model.max_src_len is None or len(ids) <= model.max_src_len]
     results: dict[int, Traced | str] = {
         i: f"source has {len(src_ids[i])} tokens; the model takes at most {model.max_src_len}"
-        for i in range(len(chunk)) if i not in set(ok)
+        for i in range(len(chunk))
+        if i not in set(ok)
     }
     for batch in length_batches([len(src_ids[i]) for i in ok], batch_size):
         idx = [ok[j] for j in batch]
@@ -159,7 +190,9 @@ def trace_part(model: Seq2SeqAdapter, chunk: list[Example], dec: DecodeConfig, r
         if with_ref:
             sub = _select(enc, with_ref)
             refs = [model.tgt_ids(chunk[idx[j]].reference) for j in with_ref]
-            forced = dict(zip(with_ref, force_decode(model, sub, refs, dec.length_penalty, dec.per_head), strict=True))
+            forced = dict(
+                zip(with_ref, force_decode(model, sub, refs, dec.length_penalty, dec.per_head), strict=True)
+            )
         states = enc.states.float().cpu().numpy()
         layers = enc.layer_states.float().cpu().numpy() if enc.layer_states is not None else None
         for j, i in enumerate(idx):
@@ -167,9 +200,13 @@ def trace_part(model: Seq2SeqAdapter, chunk: list[Example], dec: DecodeConfig, r
             ex = chunk[i]
             hyp = model.detokenize(decoded[j].ids)
             results[i] = Traced(
-                ex, src_ids[i], decoded[j], forced.get(j),
+                ex,
+                src_ids[i],
+                decoded[j],
+                forced.get(j),
                 sentence_scores(hyp, ex.reference) if ex.reference is not None else None,
-                states[j, :n], None if layers is None else layers[j, :, :n],
+                states[j, :n],
+                None if layers is None else layers[j, :, :n],
             )
         if bar is not None:
             bar.update(len(idx))
@@ -191,7 +228,9 @@ def _select(enc, rows: list[int]):
     """The encoder output of a subset of the batch."""
     index = torch.tensor(rows, device=enc.states.device)
     return dataclasses.replace(
-        enc, states=enc.states.index_select(0, index), mask=enc.mask.index_select(0, index),
+        enc,
+        states=enc.states.index_select(0, index),
+        mask=enc.mask.index_select(0, index),
         layer_states=None if enc.layer_states is None else enc.layer_states.index_select(0, index),
         memory=enc.memory,
     )

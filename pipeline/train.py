@@ -30,8 +30,8 @@ class TrainConfig:
     n_train: int = 60_000
     n_valid: int = 1_000
     minutes: float = 5.0
-    max_steps: int = 3_000
-    batch_size: int = 128
+    max_steps: int = 2_000
+    batch_size: int = 64
     lr: float = 2e-3
     warmup: int = 200
     label_smoothing: float = 0.05
@@ -41,12 +41,19 @@ class TrainConfig:
 
     def sizes(self) -> dict[str, int]:
         if self.arch == "transformer":
-            return {"d_model": self.d_model, "n_heads": self.heads, "n_enc_layers": self.layers,
-                    "n_dec_layers": self.layers, "d_ff": 2 * self.d_model}
+            return {
+                "d_model": self.d_model,
+                "n_heads": self.heads,
+                "n_enc_layers": self.layers,
+                "n_dec_layers": self.layers,
+                "d_ff": 2 * self.d_model,
+            }
         return {"d_model": self.d_model}
 
 
-def train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool = True) -> tuple[BuiltinModel, float]:
+def train(
+    cfg: TrainConfig, out: Path, device: torch.device, progress: bool = True
+) -> tuple[BuiltinModel, float]:
     """Train, save the checkpoint to ``out`` and return (model, validation exact match)."""
     if cfg.arch not in ARCHS:
         raise ConfigError(f"unknown --arch {cfg.arch!r}; built-in: {', '.join(ARCHS)}")
@@ -64,12 +71,16 @@ def train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool = Tr
     data = [(model.src_ids(s), model.tgt_ids(t)) for s, t in pairs]
 
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / cfg.warmup, max(0.05, 1 - s / cfg.max_steps))
-    )
+    start, budget = time.monotonic(), cfg.minutes * 60
+
+    def lr_factor(step: int) -> float:
+        """Warm up, then decay linearly with progress (of steps or of time, whichever is ahead)."""
+        progress = max(step / cfg.max_steps, (time.monotonic() - start) / budget)
+        return min((step + 1) / cfg.warmup, max(0.05, 1 - progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     loss_fn = nn.CrossEntropyLoss(ignore_index=PAD, label_smoothing=cfg.label_smoothing)
     rng = random.Random(cfg.seed)
-    deadline = time.monotonic() + cfg.minutes * 60
     net.train()
     bar = tqdm(total=cfg.max_steps, desc=f"train {model.name}", unit="step", disable=not progress)
     for _ in range(cfg.max_steps):
@@ -86,7 +97,7 @@ def train(cfg: TrainConfig, out: Path, device: torch.device, progress: bool = Tr
         sched.step()
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if time.monotonic() > deadline:
+        if time.monotonic() - start > budget:
             break
     bar.close()
     net.eval()

@@ -25,6 +25,7 @@ from schemas.layout import (
     check_run_id,
     locked,
     new_manifest,
+    open_vectors,
     part_path,
     read_manifest,
     remove_orphan_temps,
@@ -64,14 +65,21 @@ class RunWriter:
             if run is not None and run["fingerprint"] != fingerprint:
                 raise WarehouseError(
                     f"run {self.run_id!r} exists with other settings; choose another --run-name "
-                    "or delete the run", path=str(self.root))
+                    "or delete the run",
+                    path=str(self.root),
+                )
             if run is not None:
                 self.created_at = dt.datetime.fromisoformat(run["created_at"])
             if run is not None and run["status"] == "complete":
                 return set(range(n_parts))
             if run is None:
-                run = {"fingerprint": fingerprint, "status": "running", "n_parts": n_parts, "parts_done": [],
-                       "created_at": self.created_at.isoformat()}
+                run = {
+                    "fingerprint": fingerprint,
+                    "status": "running",
+                    "n_parts": n_parts,
+                    "parts_done": [],
+                    "created_at": self.created_at.isoformat(),
+                }
                 manifest["runs"][self.run_id] = run
                 write_manifest(self.root, manifest)
             for table in TABLES:
@@ -87,24 +95,28 @@ class RunWriter:
         table = pa.Table.from_pylist([row], schema=TABLES["runs"])
         write_parquet(table, part_path(self.root, "runs", self.run_id, 0))
 
-    def write_part(self, part: int, tables: dict[str, pa.Table], vectors: dict[str, pa.Table],
-                   sent_range: tuple[int, int]) -> None:
+    def write_part(
+        self,
+        part: int,
+        tables: dict[str, pa.Table],
+        vectors: dict[str, pa.Table],
+        sent_range: tuple[int, int],
+    ) -> None:
         """Write every table's part, replace the part's vectors, then mark the part done."""
         for name, table in tables.items():
             write_parquet(table, part_path(self.root, name, self.run_id, part))
         if vectors:
             lo, hi = sent_range
-            db = self._vectors()
-            existing = set(db.table_names())
             for kind, table in vectors.items():
-                name = vector_table(kind, self.run_id)
-                if name in existing:
-                    tbl = db.open_table(name)
+                tbl = open_vectors(self._vectors(), vector_table(kind, self.run_id))
+                if tbl is not None:
                     tbl.delete(f"sent_id >= {lo} AND sent_id < {hi}")
                     if table.num_rows:
                         tbl.add(table)
                 elif table.num_rows:
-                    db.create_table(name, data=table, schema=table.schema)
+                    self._vectors().create_table(
+                        vector_table(kind, self.run_id), data=table, schema=table.schema
+                    )
         with locked(self.root):
             manifest = read_manifest(self.root)
             done = set(manifest["runs"][self.run_id]["parts_done"])

@@ -35,9 +35,7 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 def check_run_id(run_id: str) -> str:
     """Return ``run_id`` if it is safe as a directory and table name, else raise."""
     if not _RUN_ID.match(run_id) or ".." in run_id:
-        raise WarehouseError(
-            f"invalid run name {run_id!r}: use letters, digits, '_', '-' and '.' (max 128)"
-        )
+        raise WarehouseError(f"invalid run name {run_id!r}: use letters, digits, '_', '-' and '.' (max 128)")
     return run_id
 
 
@@ -61,6 +59,14 @@ def vectors_dir(root: Path) -> Path:
 def vector_table(kind: str, run_id: str) -> str:
     """LanceDB table name of ``kind`` ('encoder_states' | 'decoder_states') for one run."""
     return f"{kind}__{run_id}"
+
+
+def open_vectors(db: Any, name: str) -> Any:
+    """The LanceDB table ``name`` of connection ``db``, or None if it does not exist."""
+    try:
+        return db.open_table(name)
+    except ValueError:
+        return None
 
 
 @contextlib.contextmanager

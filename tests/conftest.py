@@ -15,7 +15,9 @@ from pipeline.train import TrainConfig, train
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 CPU = torch.device("cpu")
-TINY = dict(d_model=32, layers=2, heads=4, n_train=3000, n_valid=50, max_steps=150, batch_size=32, minutes=2.0)
+TINY = dict(
+    d_model=32, layers=2, heads=4, n_train=3000, n_valid=50, max_steps=150, batch_size=32, minutes=2.0
+)
 
 
 @pytest.fixture(scope="session")
@@ -48,13 +50,41 @@ def warehouse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path, tiny
     """A warehouse with three complete runs: beam 4 per-head (transformer), greedy, and LSTM."""
     root = tmp_path_factory.mktemp("wh") / "warehouse"
     corpus = "task:dates:test:48"
-    trace(TraceConfig(model=str(tiny_dir), corpus=corpus, warehouse=str(root), run_name="beam4",
-                      decoding=DecodeConfig(beam=4, topk=5, max_len=16, per_head=True), batch_size=16,
-                      part_size=20, device="cpu"), progress=False)
-    trace(TraceConfig(model=str(tiny_dir), corpus=corpus, warehouse=str(root), run_name="greedy",
-                      decoding=DecodeConfig(beam=1, topk=5, max_len=16), batch_size=16, device="cpu"),
-          progress=False)
-    trace(TraceConfig(model=str(tiny_lstm_dir), corpus=corpus, warehouse=str(root), run_name="lstm",
-                      decoding=DecodeConfig(beam=3, topk=5, max_len=16), batch_size=16, device="cpu"),
-          progress=False)
+    trace(
+        TraceConfig(
+            model=str(tiny_dir),
+            corpus=corpus,
+            warehouse=str(root),
+            run_name="beam4",
+            decoding=DecodeConfig(beam=4, topk=5, max_len=16, per_head=True),
+            batch_size=16,
+            part_size=20,
+            device="cpu",
+        ),
+        progress=False,
+    )
+    trace(
+        TraceConfig(
+            model=str(tiny_dir),
+            corpus=corpus,
+            warehouse=str(root),
+            run_name="greedy",
+            decoding=DecodeConfig(beam=1, topk=5, max_len=16),
+            batch_size=16,
+            device="cpu",
+        ),
+        progress=False,
+    )
+    trace(
+        TraceConfig(
+            model=str(tiny_lstm_dir),
+            corpus=corpus,
+            warehouse=str(root),
+            run_name="lstm",
+            decoding=DecodeConfig(beam=3, topk=5, max_len=16),
+            batch_size=16,
+            device="cpu",
+        ),
+        progress=False,
+    )
     return root

@@ -10,7 +10,7 @@ from pathlib import Path
 import lancedb
 
 from schemas import VECTOR_TABLES
-from schemas.layout import locked, read_manifest, vector_table, vectors_dir, write_manifest
+from schemas.layout import locked, open_vectors, read_manifest, vector_table, vectors_dir, write_manifest
 
 DEFAULT_MIN_ROWS = 100_000  # below this, exact search is fast enough and no index is built
 
@@ -27,21 +27,24 @@ class IndexReport:
 def index_params(rows: int, dim: int) -> dict[str, int | str]:
     """IVF-PQ sized to the table: ~sqrt(rows) partitions, 8-dimensional sub-vectors."""
     sub = next((s for s in (dim // 8, dim // 4, dim // 2) if s >= 1 and dim % s == 0), 1)
-    return {"index_type": "IVF_PQ", "metric": "cosine",
-            "num_partitions": max(1, int(math.sqrt(rows))), "num_sub_vectors": sub}
+    return {
+        "index_type": "IVF_PQ",
+        "metric": "cosine",
+        "num_partitions": max(1, int(math.sqrt(rows))),
+        "num_sub_vectors": sub,
+    }
 
 
 def build_indexes(root: Path, runs: list[str], min_rows: int = DEFAULT_MIN_ROWS) -> list[IndexReport]:
     """Build (or rebuild) the ANN index of every vector table of ``runs`` that is big enough."""
     db = lancedb.connect(str(vectors_dir(root)))
-    existing = set(db.table_names())
     reports = []
     for run in runs:
         for kind in VECTOR_TABLES:
             name = vector_table(kind, run)
-            if name not in existing:
+            tbl = open_vectors(db, name)
+            if tbl is None:
                 continue
-            tbl = db.open_table(name)
             rows = tbl.count_rows()
             dim = tbl.schema.field("vector").type.list_size
             params = index_params(rows, dim)

@@ -45,8 +45,10 @@ def view_statements(root: Path) -> list[str]:
     for name, schema in TABLES.items():
         has_parts = any((root / "tables" / name).glob("*/*.parquet"))
         source = (
-            f"SELECT * FROM read_parquet('{table_glob(name)}', hive_partitioning = false, union_by_name = true)"
-            if has_parts else _empty_select(schema)
+            f"SELECT * FROM read_parquet('{table_glob(name)}', hive_partitioning = false, "
+            "union_by_name = true)"
+            if has_parts
+            else _empty_select(schema)
         )
         stmts.append(f"CREATE OR REPLACE VIEW raw.{name} AS {source}")
     stmts.append("CREATE OR REPLACE VIEW runs AS SELECT * FROM raw.runs WHERE status = 'complete'")

@@ -41,7 +41,7 @@ def load_model(path: str | Path, device: str | torch.device = "auto") -> Seq2Seq
     if isinstance(kind, dict) and kind.get("format") == FORMAT:
         return load_builtin(path, dev)
     raise CheckpointError(
-        "not a beamscope checkpoint (config.json has no \"format\": \"beamscope-model\")",
+        'not a beamscope checkpoint (config.json has no "format": "beamscope-model")',
         path=str(config),
     )
 

@@ -91,9 +91,7 @@ class BuiltinModel:
     def start(self, enc: Encoded, beam: int) -> Any:
         return self.net.start(enc, beam)
 
-    def step(
-        self, enc: Encoded, tokens: Tensor, cache: Any, edit: AttentionEdit | None = None
-    ) -> StepOutput:
+    def step(self, enc: Encoded, tokens: Tensor, cache: Any, edit: AttentionEdit | None = None) -> StepOutput:
         return self.net.step(enc, tokens, cache, edit)
 
     def reorder(self, cache: Any, rows: Tensor) -> Any:
@@ -138,7 +136,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"not valid JSON ({e.msg if hasattr(e, 'msg') else e})", path=str(path)) from None
+        raise CheckpointError(
+            f"not valid JSON ({e.msg if hasattr(e, 'msg') else e})", path=str(path)
+        ) from None
     if not isinstance(data, dict):
         raise CheckpointError("expected a JSON object", path=str(path))
     return data
@@ -169,7 +169,9 @@ def load_builtin(path: Path, device: torch.device) -> BuiltinModel:
     try:
         net = build_net(arch, len(vocabs[0]), len(vocabs[1]), **sizes)
     except TypeError as e:
-        raise CheckpointError(f"config does not fit arch {arch!r}: {e}", path=str(path / "config.json")) from None
+        raise CheckpointError(
+            f"config does not fit arch {arch!r}: {e}", path=str(path / "config.json")
+        ) from None
     weights = path / "model.safetensors"
     try:
         state = load_file(str(weights))

@@ -54,8 +54,15 @@ class LSTMSeq2Seq(nn.Module):
         mask = enc.mask.repeat_interleave(beam, dim=0)
         mean = (mem * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         h = torch.tanh(self.init_h(mean))
-        return {"mem": mem, "keys": self.attn_w(mem), "mask": mask, "h": h,
-                "c": torch.zeros_like(h), "feed": torch.zeros_like(h), "t": 0}
+        return {
+            "mem": mem,
+            "keys": self.attn_w(mem),
+            "mask": mask,
+            "h": h,
+            "c": torch.zeros_like(h),
+            "feed": torch.zeros_like(h),
+            "t": 0,
+        }
 
     def step(
         self, enc: Encoded, tokens: Tensor, cache: dict[str, Any], edit: AttentionEdit | None = None

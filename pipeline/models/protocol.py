@@ -103,9 +103,7 @@ class Seq2SeqAdapter(Protocol):
     def start(self, enc: Encoded, beam: int) -> Any:
         """The decoder cache for ``beam`` rows per sentence (rows ordered sentence-major)."""
 
-    def step(
-        self, enc: Encoded, tokens: Tensor, cache: Any, edit: AttentionEdit | None = None
-    ) -> StepOutput:
+    def step(self, enc: Encoded, tokens: Tensor, cache: Any, edit: AttentionEdit | None = None) -> StepOutput:
         """Feed ``tokens`` [rows] (the previous step's output) and predict the next token."""
 
     def reorder(self, cache: Any, rows: Tensor) -> Any:

@@ -15,18 +15,13 @@ from collections.abc import Callable
 FIRST = dt.date(1950, 1, 1).toordinal()
 LAST = dt.date(2049, 12, 31).toordinal()
 
-MONTHS_EN = (
-    "January February March April May June July August September October November December"
-).split()
+MONTHS_EN = "January February March April May June July August September October November December".split()
 DAYS_EN = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
-MONTHS_DE = "Januar Februar März April Mai Juni Juli August September Oktober November Dezember"
-MONTHS_DE = MONTHS_DE.split()
+MONTHS_DE = "Januar Februar März April Mai Juni Juli August September Oktober November Dezember".split()
 DAYS_DE = "Montag Dienstag Mittwoch Donnerstag Freitag Samstag Sonntag".split()
-MONTHS_FR = "janvier février mars avril mai juin juillet août septembre octobre novembre décembre"
-MONTHS_FR = MONTHS_FR.split()
+MONTHS_FR = "janvier février mars avril mai juin juillet août septembre octobre novembre décembre".split()
 DAYS_FR = "lundi mardi mercredi jeudi vendredi samedi dimanche".split()
-MONTHS_ES = "enero febrero marzo abril mayo junio julio agosto septiembre octubre noviembre diciembre"
-MONTHS_ES = MONTHS_ES.split()
+MONTHS_ES = "enero febrero marzo abril mayo junio julio agosto septiembre octubre noviembre diciembre".split()
 
 
 def ordinal(n: int) -> str:

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import random
 
-EN_UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen".split()
-EN_UNITS += "fourteen fifteen sixteen seventeen eighteen nineteen".split()
+EN_UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen"
+).split()
 EN_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 
-DE_UNITS = "null ein zwei drei vier fünf sechs sieben acht neun zehn elf zwölf dreizehn".split()
-DE_UNITS += "vierzehn fünfzehn sechzehn siebzehn achtzehn neunzehn".split()
+DE_UNITS = (
+    "null ein zwei drei vier fünf sechs sieben acht neun zehn elf zwölf dreizehn vierzehn fünfzehn "
+    "sechzehn siebzehn achtzehn neunzehn"
+).split()
 DE_TENS = "_ _ zwanzig dreißig vierzig fünfzig sechzig siebzig achtzig neunzig".split()
 
-PIECES: tuple[str, ...] = tuple(
-    sorted({*DE_UNITS[1:], *DE_TENS[2:], "eins", "und", "hundert", "tausend"})
-)
+PIECES: tuple[str, ...] = tuple(sorted({*DE_UNITS[1:], *DE_TENS[2:], "eins", "und", "hundert", "tausend"}))
 
 
 def english(n: int) -> str:

@@ -72,8 +72,9 @@ def test_beam_tree_is_consistent_with_the_hypothesis(tiny) -> None:
         assert tree.parent[0] == -1 and tree.step[0] == 0
         assert (tree.parent[1:] < np.arange(1, len(tree.parent))).all()
         assert (tree.step[1:] == tree.step[tree.parent[1:]] + 1).all()
-        np.testing.assert_allclose(tree.score[1:], tree.score[tree.parent[1:]] + tree.token_logprob[1:],
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            tree.score[1:], tree.score[tree.parent[1:]] + tree.token_logprob[1:], rtol=1e-5, atol=1e-5
+        )
         for t in range(1, tree.step.max() + 1):
             at = tree.step == t
             assert (tree.status[at] == STATUS_KEPT).sum() <= k

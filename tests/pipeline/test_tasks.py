@@ -9,7 +9,17 @@ def test_dates_has_the_formats_the_paper_needs() -> None:
     names = set(FORMATS)
     assert any(n.startswith("de_") for n in names) and any(n.startswith("fr_") for n in names)
     assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23)] == [
-        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd"]
+        "1st",
+        "2nd",
+        "3rd",
+        "4th",
+        "11th",
+        "12th",
+        "13th",
+        "21st",
+        "22nd",
+        "23rd",
+    ]
 
 
 def test_generation_is_deterministic_and_splits_are_disjoint() -> None:
@@ -32,9 +42,17 @@ def test_dates_targets_are_iso_and_consistent_with_the_source() -> None:
 
 
 def test_german_numbers_reorder_units_and_tens() -> None:
-    cases = {24: "vierundzwanzig", 305: "dreihundertfünf", 1: "eins", 16: "sechzehn", 17: "siebzehn",
-             31: "einunddreißig", 1001: "eintausendeins", 21_000: "einundzwanzigtausend",
-             999_999: "neunhundertneunundneunzigtausendneunhundertneunundneunzig"}
+    cases = {
+        24: "vierundzwanzig",
+        305: "dreihundertfünf",
+        1: "eins",
+        16: "sechzehn",
+        17: "siebzehn",
+        31: "einunddreißig",
+        1001: "eintausendeins",
+        21_000: "einundzwanzigtausend",
+        999_999: "neunhundertneunundneunzigtausendneunhundertneunundneunzig",
+    }
     for n, german in cases.items():
         assert "".join(german_pieces(n)) == german
     assert english(305) == "three hundred and five"
