@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -228,6 +229,7 @@ def _demo(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("LANCE_LOG", "error")  # Lance's k-means warnings are not for users
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

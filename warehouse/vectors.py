@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lancedb
+from tqdm import tqdm
 
 from schemas import VECTOR_TABLES
 from schemas.layout import locked, open_vectors, read_manifest, vector_table, vectors_dir, write_manifest
@@ -35,25 +36,25 @@ def index_params(rows: int, dim: int) -> dict[str, int | str]:
     }
 
 
-def build_indexes(root: Path, runs: list[str], min_rows: int = DEFAULT_MIN_ROWS) -> list[IndexReport]:
+def build_indexes(
+    root: Path, runs: list[str], min_rows: int = DEFAULT_MIN_ROWS, progress: bool = True
+) -> list[IndexReport]:
     """Build (or rebuild) the ANN index of every vector table of ``runs`` that is big enough."""
     db = lancedb.connect(str(vectors_dir(root)))
+    names = [vector_table(kind, run) for run in runs for kind in VECTOR_TABLES]
     reports = []
-    for run in runs:
-        for kind in VECTOR_TABLES:
-            name = vector_table(kind, run)
-            tbl = open_vectors(db, name)
-            if tbl is None:
-                continue
-            rows = tbl.count_rows()
-            dim = tbl.schema.field("vector").type.list_size
-            params = index_params(rows, dim)
-            if rows < min_rows:
-                reports.append(IndexReport(name, rows, False, 0.0, {"index_type": "none (exact search)"}))
-                continue
-            start = time.perf_counter()
-            tbl.create_index(vector_column_name="vector", replace=True, **params)
-            reports.append(IndexReport(name, rows, True, time.perf_counter() - start, params))
+    for name in tqdm(names, desc="index", unit="table", disable=not progress):
+        tbl = open_vectors(db, name)
+        if tbl is None:
+            continue
+        rows = tbl.count_rows()
+        if rows < min_rows:
+            reports.append(IndexReport(name, rows, False, 0.0, {"index_type": "none (exact search)"}))
+            continue
+        params = index_params(rows, tbl.schema.field("vector").type.list_size)
+        start = time.perf_counter()
+        tbl.create_index(vector_column_name="vector", replace=True, **params)
+        reports.append(IndexReport(name, rows, True, time.perf_counter() - start, params))
     with locked(root):
         manifest = read_manifest(root)
         indexes = manifest.setdefault("indexes", {})

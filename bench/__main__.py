@@ -1,0 +1,18 @@
+"""Run every benchmark: ``python -m bench`` (what ``make bench`` does)."""
+
+from __future__ import annotations
+
+import argparse
+
+from bench import trace_speed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    trace_speed.main(args.device)
+
+
+if __name__ == "__main__":
+    main()
