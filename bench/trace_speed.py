@@ -42,8 +42,17 @@ def main(device_name: str = "auto", repeats: int = 3) -> dict[str, float]:
 
     def traced() -> None:
         shutil.rmtree(tmp / "wh", ignore_errors=True)
-        trace(TraceConfig(model=str(model_dir), corpus=CORPUS, warehouse=str(tmp / "wh"), decoding=DECODING,
-                          batch_size=BATCH, device=device_name), progress=False)
+        trace(
+            TraceConfig(
+                model=str(model_dir),
+                corpus=CORPUS,
+                warehouse=str(tmp / "wh"),
+                decoding=DECODING,
+                batch_size=BATCH,
+                device=device_name,
+            ),
+            progress=False,
+        )
 
     untraced()  # warm up
     t_plain = t_traced = float("inf")
@@ -71,7 +80,7 @@ def main(device_name: str = "auto", repeats: int = 3) -> dict[str, float]:
     print(f"untraced decoding        {t_plain:8.2f} s   {tokens / t_plain:9.0f} target tokens/s")
     print(f"traced (whole trace)     {t_traced:8.2f} s   {tokens / t_traced:9.0f} target tokens/s")
     print(f"traced / untraced        {t_traced / t_plain:8.2f} x   (target <= 1.15 x)")
-    print(f"Parquet bytes / token    {parquet / tokens:8.1f}     ({parquet / 1e6:.1f} MB for {tokens} tokens)")
+    print(f"Parquet bytes / token    {parquet / tokens:8.1f}     ({parquet / 1e6:.1f} MB, {tokens} tokens)")
     print(f"vector bytes / token     {vectors / tokens:8.1f}     (LanceDB, excluded above)")
     return figures
 

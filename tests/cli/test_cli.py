@@ -18,12 +18,29 @@ def test_every_verb_has_help_with_examples(verb) -> None:
 
 def test_train_writes_a_loadable_checkpoint(tmp_path) -> None:
     out = tmp_path / "m"
-    proc = run_cli("train", "--task", "numbers", "--arch", "lstm", "--out", str(out), "--steps", "5",
-                   "--batch-size", "8", "--device", "cpu")
+    proc = run_cli(
+        "train",
+        "--task",
+        "numbers",
+        "--arch",
+        "lstm",
+        "--out",
+        str(out),
+        "--steps",
+        "5",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "validation exact match" in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "model.safetensors", "src_vocab.json", "tgt_vocab.json"]
+        "config.json",
+        "model.safetensors",
+        "src_vocab.json",
+        "tgt_vocab.json",
+    ]
     assert json.loads((out / "config.json").read_text())["task"] == "numbers"
 
 
@@ -39,8 +56,9 @@ def test_sql_formats(warehouse_dir) -> None:
 
 
 def test_sql_error_is_one_line(warehouse_dir) -> None:
-    assert_one_line_error(run_cli("sql", "--warehouse", str(warehouse_dir), "SELECT nope FROM sentences"),
-                          "SQL error")
+    assert_one_line_error(
+        run_cli("sql", "--warehouse", str(warehouse_dir), "SELECT nope FROM sentences"), "SQL error"
+    )
 
 
 def test_index_reports_every_vector_table(warehouse_dir, tmp_path) -> None:
@@ -58,23 +76,48 @@ def test_index_reports_every_vector_table(warehouse_dir, tmp_path) -> None:
     assert manifest["indexes"]["decoder_states__greedy"]["built"] is True
 
 
-@pytest.mark.parametrize("args,needles", [
-    (["--beam", "0"], ("--beam must be at least 1",)),
-    (["--topk", "100000"], ("--topk must be between 1 and the vocabulary size",)),
-    (["--max-len", "-3"], ("--max-len must be at least 1",)),
-    (["--batch-size", "0"], ("--batch-size",)),
-])
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["--beam", "0"], ("--beam must be at least 1",)),
+        (["--topk", "100000"], ("--topk must be between 1 and the vocabulary size",)),
+        (["--max-len", "-3"], ("--max-len must be at least 1",)),
+        (["--batch-size", "0"], ("--batch-size",)),
+    ],
+)
 def test_bad_decoding_options(tiny_dir, tmp_path, args, needles) -> None:
-    proc = run_cli("trace", "--model", str(tiny_dir), "--corpus", "task:dates:test:3", "--warehouse",
-                   str(tmp_path / "wh"), "--device", "cpu", *args)
+    proc = run_cli(
+        "trace",
+        "--model",
+        str(tiny_dir),
+        "--corpus",
+        "task:dates:test:3",
+        "--warehouse",
+        str(tmp_path / "wh"),
+        "--device",
+        "cpu",
+        *args,
+    )
     assert_one_line_error(proc, *needles)
 
 
 def test_missing_model_and_foreign_warehouse(tmp_path) -> None:
-    assert_one_line_error(run_cli("trace", "--model", str(tmp_path / "none"), "--corpus", "task:dates:test:3",
-                                  "--warehouse", str(tmp_path / "wh"), "--device", "cpu"),
-                          "no such model directory")
+    assert_one_line_error(
+        run_cli(
+            "trace",
+            "--model",
+            str(tmp_path / "none"),
+            "--corpus",
+            "task:dates:test:3",
+            "--warehouse",
+            str(tmp_path / "wh"),
+            "--device",
+            "cpu",
+        ),
+        "no such model directory",
+    )
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "data.csv").write_text("x\n")
-    assert_one_line_error(run_cli("sql", "--warehouse", str(tmp_path / "foreign"), "SELECT 1"),
-                          "not a beamscope warehouse")
+    assert_one_line_error(
+        run_cli("sql", "--warehouse", str(tmp_path / "foreign"), "SELECT 1"), "not a beamscope warehouse"
+    )
