@@ -79,7 +79,9 @@ class LSTMSeq2Seq(nn.Module):
         return StepOutput(self.out(self.drop(state)), weights[:, None, None, :], state, new_cache)
 
     def reorder(self, cache: dict[str, Any], rows: Tensor) -> dict[str, Any]:
-        return {k: v if k == "t" else v.index_select(0, rows) for k, v in cache.items()}
+        """Reorder the recurrent state; the memory stays (rows only move within a sentence)."""
+        moving = ("h", "c", "feed")
+        return {k: v.index_select(0, rows) if k in moving else v for k, v in cache.items()}
 
     def forced(self, enc: Encoded, tgt_in: Tensor) -> ForcedOutput:
         cache = self.start(enc, 1)

@@ -168,13 +168,12 @@ class Transformer(nn.Module):
         return StepOutput(self.out(state), torch.stack(attns, dim=1), state, new_cache)
 
     def reorder(self, cache: dict[str, Any], rows: Tensor) -> dict[str, Any]:
-        pick = lambda kv: (kv[0].index_select(0, rows), kv[1].index_select(0, rows))  # noqa: E731
-        return {
-            "mem": [pick(kv) for kv in cache["mem"]],
-            "bias": cache["bias"].index_select(0, rows),
-            "self": None if cache["self"] is None else [pick(kv) for kv in cache["self"]],
-            "t": cache["t"],
-        }
+        """Reorder the self-attention cache. The memory keys/values stay: beam search only
+        permutes rows within a sentence's block, and those rows share the same memory."""
+        if cache["self"] is None:
+            return cache
+        pick = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in cache["self"]]
+        return {**cache, "self": pick}
 
     def forced(self, enc: Encoded, tgt_in: Tensor) -> ForcedOutput:
         t = tgt_in.shape[1]
