@@ -28,6 +28,19 @@ def sentence_scores(hypothesis: str, reference: str) -> SentenceScores:
     )
 
 
+def corpus_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """sacrebleu's corpus BLEU, chrF and TER and the exact-match rate."""
+    if not references:
+        return {"exact_match": None, "bleu": None, "chrf": None, "ter": None}
+    refs = [list(references)]
+    return {
+        "exact_match": sum(h == r for h, r in zip(hypotheses, references, strict=True)) / len(references),
+        "bleu": BLEU().corpus_score(hypotheses, refs).score,
+        "chrf": CHRF().corpus_score(hypotheses, refs).score,
+        "ter": TER().corpus_score(hypotheses, refs).score,
+    }
+
+
 def first_divergence(hyp: Sequence[int], ref: Sequence[int]) -> int | None:
     """First step where the sequences (end-of-sentence included) differ; None if equal."""
     for t, (h, r) in enumerate(zip(hyp, ref, strict=False)):

@@ -15,9 +15,11 @@ import pyarrow as pa
 
 from pipeline.beam import STATUS_NAMES, Decoded
 from pipeline.corpus import Example
+from pipeline.errors import Evidence, Taxonomy, Verdict, classify
 from pipeline.forced import ForcedTrace
 from pipeline.metrics import SentenceScores, first_divergence, is_search_error
 from pipeline.models.protocol import Seq2SeqAdapter
+from pipeline.neighbours import TrainingStates
 from schemas import TABLES, decoder_states_schema, encoder_states_schema
 
 _STATUS = np.array(STATUS_NAMES, dtype=object)
@@ -53,8 +55,17 @@ def _lists(values: list[np.ndarray], typ: pa.DataType) -> pa.Array:
 class PartBuilder:
     """Rows of one part of a run, for every table."""
 
-    def __init__(self, model: Seq2SeqAdapter, run_id: str, split: str) -> None:
+    def __init__(
+        self,
+        model: Seq2SeqAdapter,
+        run_id: str,
+        split: str,
+        taxonomy: Taxonomy | None = None,
+        training: TrainingStates | None = None,
+        keep_vectors: bool = True,
+    ) -> None:
         self.model, self.run_id, self.split = model, run_id, split
+        self.taxonomy, self.training, self.keep_vectors = taxonomy or Taxonomy(), training, keep_vectors
         self.tgt_tokens = np.array(model.tgt_pieces(list(range(model.vocab_size))), dtype=object)
         self.cols: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
 
@@ -76,6 +87,13 @@ class PartBuilder:
         hyp_seq = [*dec.ids, self.model.eos_id] if dec.ended else list(dec.ids)
         exact = None if ex.reference is None else hypothesis == ex.reference
         diverge = None if ref is None else first_divergence(hyp_seq, ref.token_ids.tolist())
+        search = None if ref is None else is_search_error(bool(exact), dec.score, ref.score)
+        n_src = len(tr.src_ids)
+        src_tokens = self.model.src_pieces(tr.src_ids)
+        unknown = np.asarray(tr.src_ids) == getattr(self.model, "unk_id", -1)
+        verdict, agree = None, (None, None, None)
+        if ref is not None and not exact and diverge is not None:
+            verdict, agree = self._blame(tr, hyp_seq, diverge, bool(search), src_tokens, bool(unknown.any()))
         self._extend(
             "sentences",
             sent_id=[sid],
@@ -91,22 +109,25 @@ class PartBuilder:
             ref_logprob=[None if ref is None else ref.logprob],
             ref_score=[None if ref is None else ref.score],
             exact_match=[exact],
-            is_search_error=[None if ref is None else is_search_error(bool(exact), dec.score, ref.score)],
+            is_search_error=[search],
             first_divergence_step=[diverge],
             bleu=[None if tr.scores is None else tr.scores.bleu],
             chrf=[None if tr.scores is None else tr.scores.chrf],
             ter=[None if tr.scores is None else tr.scores.ter],
+            blamed_stage=[None if verdict is None else verdict.stage],
+            nn_encoder_agreement=[agree[0]],
+            nn_decoder_agreement=[agree[1]],
+            nn_reference_agreement=[agree[2]],
             n_beam_nodes=[len(tree.parent)],
         )
-        n_src = len(tr.src_ids)
-        src_tokens = self.model.src_pieces(tr.src_ids)
+        self.cols["sentences"]["error_tags"].append([None if verdict is None else list(verdict.tags)])
         self._extend(
             "source_tokens",
             sent_id=np.full(n_src, sid),
             src_pos=np.arange(n_src),
             token=src_tokens,
             token_id=np.asarray(tr.src_ids),
-            is_unknown=np.asarray(tr.src_ids) == getattr(self.model, "unk_id", -1),
+            is_unknown=unknown,
             attention_received=steps.mean_attention[:, :n_src].sum(0),
         )
         self._steps(
@@ -151,6 +172,38 @@ class PartBuilder:
             )
             self._attention(sid, "ref", ref.attention, ref.mean_attention, n_src)
             self._vectors_dec(sid, "ref", ref.token_ids, ref.states)
+
+    def _blame(
+        self, tr: Traced, hyp_seq: list[int], t: int, search: bool, src_tokens: list[str], has_unknown: bool
+    ) -> tuple[Verdict, tuple[float | None, float | None, float | None]]:
+        """Apply the taxonomy (pipeline/errors.py) to a wrong sentence."""
+        steps, ref = tr.decoded.steps, tr.forced
+        n_src = len(tr.src_ids)
+        ref_ids = ref.token_ids.tolist()
+        agree: tuple[float | None, float | None, float | None] = (None, None, None)
+        if self.training is not None and t < len(ref_ids):
+            k = self.taxonomy.neighbours
+            pos = int(ref.mean_attention[t, :n_src].argmax())
+            enc = self.training.encoder.agreement(tr.enc_states[pos][None], np.array([src_tokens[pos]]), k)
+            produced = self.tgt_tokens[hyp_seq[t]] if t < len(hyp_seq) else None
+            state = ref.states[t][None]
+            dec = self.training.decoder.agreement(state, np.array([produced]), k) if produced else [None]
+            rf = self.training.decoder.agreement(state, np.array([self.tgt_tokens[ref_ids[t]]]), k)
+            agree = (float(enc[0]), None if dec[0] is None else float(dec[0]), float(rf[0]))
+        evidence = Evidence(
+            search_error=search,
+            diverge=t,
+            hyp_ids=hyp_seq,
+            ref_ids=ref_ids,
+            ended=tr.decoded.ended,
+            topk_at=steps.topk_ids[t].tolist() if t < len(steps.topk_ids) else [],
+            hyp_attention=steps.mean_attention[:, :n_src],
+            ref_attention=ref.mean_attention[:, :n_src],
+            has_unknown=has_unknown,
+            encoder_agreement=agree[0],
+            decoder_agreement=agree[1],
+        )
+        return classify(evidence, self.taxonomy, getattr(self.model, "unk_id", None)), agree
 
     def _steps(
         self,
@@ -231,7 +284,14 @@ class PartBuilder:
         """One Arrow table per part table (empty ones included), rows in ``sent_id`` order."""
         return {name: self._table(name, schema) for name, schema in TABLES.items() if name != "runs"}
 
-    def vectors(self, dim: int) -> dict[str, pa.Table]:
+    def vectors(self) -> dict[str, pa.Table]:
+        """The LanceDB tables of the part (none when vectors are not kept)."""
+        if not self.keep_vectors:
+            return {}
+        found = self.cols.get("decoder_states", {}).get("vector") or self.cols.get("encoder_states", {}).get(
+            "vector"
+        )
+        dim = int(found[0].shape[-1]) if found else 1
         return {
             "encoder_states": self._table("encoder_states", encoder_states_schema(dim)),
             "decoder_states": self._table("decoder_states", decoder_states_schema(dim)),
@@ -250,6 +310,9 @@ class PartBuilder:
             elif pa.types.is_fixed_size_list(field.type):
                 flat = np.concatenate(cols[field.name]).astype(np.float32) if n_rows else np.zeros((0, 1))
                 arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), field.type.list_size))
+            elif field.name == "error_tags":
+                rows = [r for block in cols[field.name] for r in block]
+                arrays.append(pa.array(rows, type=field.type))
             elif field.name == "topk_tokens":
                 arrays.append(
                     _lists(

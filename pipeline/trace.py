@@ -14,17 +14,18 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from pipeline.batching import length_batches, pad
 from pipeline.beam import DecodeConfig, beam_search
 from pipeline.corpus import Corpus, Example, read_corpus
+from pipeline.errors import Taxonomy
 from pipeline.forced import force_decode
-from pipeline.metrics import sentence_scores
+from pipeline.metrics import corpus_scores, sentence_scores
 from pipeline.models import load_model, resolve_device
 from pipeline.models.protocol import Seq2SeqAdapter
+from pipeline.neighbours import find_training_run, load_training_states
 from pipeline.records import PartBuilder, Traced
 from pipeline.writer import RunWriter, run_row
 from schemas import ConfigError
@@ -45,6 +46,8 @@ class TraceConfig:
     part_size: int = 1024
     vectors: bool = True
     device: str = "auto"
+    taxonomy: Taxonomy = field(default_factory=Taxonomy)
+    neighbours_run: str | None = "auto"  # training run for neighbour blame; auto = same model's
 
     def check(self) -> TraceConfig:
         if self.batch_size < 1:
@@ -86,8 +89,13 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
     model = load_model(cfg.model, device)
     dec = cfg.decoding.check(model.vocab_size)
     run_id = cfg.run_name or default_run_id(model, corpus)
+    root = Path(cfg.warehouse)
     examples = corpus.examples
     n_parts = (len(examples) + cfg.part_size - 1) // cfg.part_size
+    model_hash = getattr(model, "hash", "")
+    neighbours_run = cfg.neighbours_run
+    if neighbours_run == "auto":
+        neighbours_run = None if split == "train" else find_training_run(root, model_hash, run_id)
     options = {
         "batch_size": cfg.batch_size,
         "part_size": cfg.part_size,
@@ -95,18 +103,19 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
         "refs": cfg.refs,
         "corpus_hash": _corpus_hash(corpus),
         "device": str(device),
+        "taxonomy": dataclasses.asdict(cfg.taxonomy),
     }
     fingerprint_src = {k: v for k, v in options.items() if k not in ("device", "batch_size")}
     fingerprint = hashlib.sha256(
         json.dumps(
-            [getattr(model, "hash", ""), cfg.corpus, split, dataclasses.asdict(dec), fingerprint_src],
+            [model_hash, cfg.corpus, split, dataclasses.asdict(dec), fingerprint_src, neighbours_run],
             sort_keys=True,
         ).encode()
     ).hexdigest()[:16]
     row = run_row(
         model_name=model.name,
         model_path=str(Path(cfg.model).resolve()),
-        model_hash=getattr(model, "hash", ""),
+        model_hash=model_hash,
         arch=model.arch,
         corpus=cfg.corpus,
         split=split,
@@ -114,11 +123,13 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
         options=options,
         n_sentences=len(examples),
         n_skipped=0,
+        neighbours_run=neighbours_run,
     )
-    writer = RunWriter(Path(cfg.warehouse), run_id)
+    writer = RunWriter(root, run_id)
     done = writer.begin(fingerprint, n_parts, row)
-    if len(done) == n_parts and n_parts > 0 and _is_complete(writer):
-        return TraceSummary(run_id, writer.root, len(examples), 0, len(done), True)
+    if writer.is_complete():
+        return TraceSummary(run_id, root, len(examples), writer.count_rows("skipped"), len(done), True)
+    training = load_training_states(root, neighbours_run) if neighbours_run else None
     todo = [p for p in range(n_parts) if p not in done]
     bar = tqdm(
         total=len(examples),
@@ -129,35 +140,20 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
     )
     for part in todo:
         chunk = examples[part * cfg.part_size : (part + 1) * cfg.part_size]
-        builder = trace_part(model, chunk, dec, run_id, split, cfg.batch_size, cfg.vectors, bar)
-        vectors = builder.vectors(_dim(builder)) if cfg.vectors else {}
-        writer.write_part(part, builder.tables(), vectors, (chunk[0].sent_id, chunk[-1].sent_id + 1))
+        builder = PartBuilder(model, run_id, split, cfg.taxonomy, training, cfg.vectors)
+        trace_part(model, chunk, dec, builder, cfg.batch_size, bar)
+        writer.write_part(
+            part, builder.tables(), builder.vectors(), (chunk[0].sent_id, chunk[-1].sent_id + 1)
+        )
     bar.close()
-    n_skipped = _count_skipped(writer)
-    writer.finish({**row, "n_skipped": n_skipped}, {"n_sentences": len(examples), "n_skipped": n_skipped})
-    return TraceSummary(run_id, writer.root, len(examples), n_skipped, len(done), False)
-
-
-def _is_complete(writer: RunWriter) -> bool:
-    from schemas.layout import read_manifest
-
-    return read_manifest(writer.root)["runs"][writer.run_id]["status"] == "complete"
-
-
-def _count_skipped(writer: RunWriter) -> int:
-    import pyarrow.parquet as pq
-
-    from schemas.layout import run_dir
-
-    d = run_dir(writer.root, "skipped", writer.run_id)
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in d.glob("*.parquet")) if d.exists() else 0
-
-
-def _dim(builder: PartBuilder) -> int:
-    vecs = builder.cols.get("decoder_states", {}).get("vector") or builder.cols.get("encoder_states", {}).get(
-        "vector"
+    n_skipped = writer.count_rows("skipped")
+    sentences = writer.read("sentences", ["hypothesis", "reference"])
+    with_ref = [(h, r) for h, r in zip(*sentences, strict=True) if r is not None]
+    scores = corpus_scores([h for h, _ in with_ref], [r for _, r in with_ref])
+    writer.finish(
+        {**row, "n_skipped": n_skipped, **scores}, {"n_sentences": len(examples), "n_skipped": n_skipped}
     )
-    return int(vecs[0].shape[-1]) if vecs else 1
+    return TraceSummary(run_id, root, len(examples), n_skipped, len(done), False)
 
 
 @torch.inference_mode()
@@ -165,14 +161,11 @@ def trace_part(
     model: Seq2SeqAdapter,
     chunk: list[Example],
     dec: DecodeConfig,
-    run_id: str,
-    split: str,
+    builder: PartBuilder,
     batch_size: int,
-    vectors: bool,
     bar: tqdm | None = None,
 ) -> PartBuilder:
-    """Decode one part of a corpus and collect its rows (in ``sent_id`` order)."""
-    builder = PartBuilder(model, run_id, split)
+    """Decode one part of a corpus into ``builder`` (rows in ``sent_id`` order)."""
     src_ids = [model.src_ids(ex.source) for ex in chunk]
     ok = [i for i, ids in enumerate(src_ids) if model.max_src_len is None or len(ids) <= model.max_src_len]
     results: dict[int, Traced | str] = {
@@ -218,9 +211,6 @@ def trace_part(
                 bar.update(1)
         else:
             builder.add(r)
-    if not vectors:
-        builder.cols.pop("encoder_states", None)
-        builder.cols.pop("decoder_states", None)
     return builder
 
 
@@ -234,6 +224,3 @@ def _select(enc, rows: list[int]):
         layer_states=None if enc.layer_states is None else enc.layer_states.index_select(0, index),
         memory=enc.memory,
     )
-
-
-__all__ = ["TraceConfig", "TraceSummary", "trace", "trace_part", "np"]

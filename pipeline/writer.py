@@ -90,6 +90,8 @@ class RunWriter:
                     "n_parts": n_parts,
                     "parts_done": [],
                     "created_at": self.created_at.isoformat(),
+                    "split": run_row["split"],
+                    "model_hash": run_row["model_hash"],
                 }
                 manifest["runs"][self.run_id] = run
                 write_manifest(self.root, manifest)
@@ -133,6 +135,19 @@ class RunWriter:
             done = set(manifest["runs"][self.run_id]["parts_done"])
             manifest["runs"][self.run_id]["parts_done"] = sorted(done | {part})
             write_manifest(self.root, manifest)
+
+    def is_complete(self) -> bool:
+        return read_manifest(self.root)["runs"][self.run_id]["status"] == "complete"
+
+    def count_rows(self, table: str) -> int:
+        """Rows of ``table`` written for this run so far."""
+        d = run_dir(self.root, table, self.run_id)
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in d.glob("*.parquet")) if d.exists() else 0
+
+    def read(self, table: str, columns: list[str]) -> list[list[Any]]:
+        """Columns of ``table`` written for this run, as Python lists."""
+        t = pq.read_table(run_dir(self.root, table, self.run_id), columns=columns)
+        return [t[c].to_pylist() for c in columns]
 
     def _vectors(self) -> Any:
         if self._db is None:

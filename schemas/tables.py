@@ -28,6 +28,11 @@ RUNS = pa.schema(
         pa.field("options", pa.string(), nullable=False),  # JSON of every other resolved option
         pa.field("n_sentences", pa.int64(), nullable=False),
         pa.field("n_skipped", pa.int64(), nullable=False),
+        pa.field("neighbours_run", pa.string()),  # training run whose states the blame rules used
+        pa.field("exact_match", pa.float32()),  # corpus scores over sentences with a reference
+        pa.field("bleu", pa.float32()),
+        pa.field("chrf", pa.float32()),
+        pa.field("ter", pa.float32()),
         pa.field("schema_version", pa.int32(), nullable=False),
         pa.field("beamscope_version", pa.string(), nullable=False),
     ]
@@ -54,6 +59,11 @@ SENTENCES = pa.schema(
         pa.field("bleu", pa.float32()),
         pa.field("chrf", pa.float32()),
         pa.field("ter", pa.float32()),
+        pa.field("blamed_stage", pa.string()),  # null when correct or without reference
+        pa.field("error_tags", pa.list_(pa.string())),
+        pa.field("nn_encoder_agreement", pa.float32()),  # see pipeline/errors.py
+        pa.field("nn_decoder_agreement", pa.float32()),
+        pa.field("nn_reference_agreement", pa.float32()),
         pa.field("n_beam_nodes", pa.int32(), nullable=False),
     ]
 )

@@ -81,6 +81,7 @@ class Seq2SeqAdapter(Protocol):
     pad_id: int
     vocab_size: int
     max_src_len: int | None  # longest source (in tokens) the model takes; None = unbounded
+    unk_id: int  # the unknown token (-1 when there is none)
 
     def src_ids(self, text: str) -> list[int]:
         """Token ids of a source sentence (with whatever end marker the model expects)."""
@@ -107,10 +108,20 @@ class Seq2SeqAdapter(Protocol):
         """Feed ``tokens`` [rows] (the previous step's output) and predict the next token."""
 
     def reorder(self, cache: Any, rows: Tensor) -> Any:
-        """Keep cache rows ``rows`` [rows] (indices into the current rows), in that order."""
+        """Keep cache rows ``rows`` [rows] (indices into the current rows), in that order.
+
+        ``rows`` only ever permutes rows within each sentence's block of beam rows, so what is
+        the same for every row of a sentence (the encoder memory) may stay where it is.
+        """
 
     def forced(self, enc: Encoded, tgt_in: Tensor) -> ForcedOutput:
         """Teacher-forced decoding of ``tgt_in`` [batch, tgt] (start token first)."""
 
-    def adjust_logprobs(self, logprobs: Tensor, step: int) -> Tensor:
-        """Apply the model's own decoding rules (banned tokens, ...) to [rows, vocab]."""
+    def adjust_logprobs(
+        self, logprobs: Tensor, step: int, prefix: Tensor | None = None, max_len: int | None = None
+    ) -> Tensor:
+        """Apply the model's own decoding rules (banned tokens, ...) to [rows, vocab].
+
+        ``prefix`` [rows, step + 1]: each row's tokens so far, start token first (the beam search
+        passes it; forced decoding does not); ``max_len``: the search's length limit (new tokens).
+        """

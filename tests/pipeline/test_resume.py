@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import lancedb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas import TABLES
@@ -50,9 +51,8 @@ def _rows(wh, table):
     t = pq.read_table(wh / "tables" / table / "run=r")
     if table == "runs":
         t = t.drop(["created_at", "finished_at"])
-    return t.sort_by(
-        [(c, "ascending") for c in t.column_names if c not in ("topk_token_ids", "topk_tokens", "topk_probs")]
-    )
+    keys = [f.name for f in t.schema if not pa.types.is_list(f.type)]
+    return t.sort_by([(c, "ascending") for c in keys])
 
 
 def _vectors(wh, kind):

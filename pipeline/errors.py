@@ -1,0 +1,145 @@
+"""The error taxonomy (v1): which stage to blame for a wrong sentence, and which tags it gets.
+
+For a sentence with a reference whose hypothesis differs from it:
+
+1. ``search`` - the model scores the reference above its own hypothesis under the same length
+   normalisation: the model was right, the beam lost the reference.
+2. Otherwise a model error, located at the first divergence step t* (hypothesis and reference
+   share the prefix before t*, so at t* both decodings saw the same states), blamed on the
+   earliest stage of the pipeline that explains it:
+
+   - ``encoder``: the source token most attended at t* has an encoder state whose nearest
+     training encoder states are mostly *other* tokens (agreement < ``agreement``);
+   - ``decoder``: the decoder state at t* has nearest training decoder states that are mostly
+     followed by the produced (wrong) token (agreement >= ``agreement``);
+   - ``attention``: attention at t* is diffuse (entropy / log(source length) >= ``attn_entropy``)
+     or its argmax is a source token the reference's forced decoding never attends most;
+   - ``prediction``: none of the above; tagged ``ref_in_topk`` when the reference token is among
+     the top-k at t*, else ``ref_outside_topk``.
+
+   The neighbour rules need a traced training run of the same model (``trace`` finds one in
+   the warehouse); without one they do not fire and the run records ``neighbours_run = null``.
+
+Tags (wrong sentences only): ``under_translation`` (a source token the reference's forced
+decoding attends with total weight >= ``coverage`` receives < ``coverage`` from the
+hypothesis), ``over_translation`` (a bigram repeated more often than in the reference, or a
+source token attended most at more steps than in the reference), ``too_short``/``too_long``
+(length off by more than ``length_ratio``), ``truncated`` (no end-of-sentence within max_len),
+``unknown_tokens`` (unknown source tokens or an unknown token produced), and the attention rule
+that fired (``diffuse_attention``, ``unneeded_attention``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+STAGES = ("search", "encoder", "decoder", "attention", "prediction")
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    """Thresholds of the rules (recorded in ``runs.options['taxonomy']``)."""
+
+    attn_entropy: float = 0.75
+    coverage: float = 0.3
+    agreement: float = 0.5
+    neighbours: int = 10
+    length_ratio: float = 0.2
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the rules look at, for one wrong sentence with a reference."""
+
+    search_error: bool
+    diverge: int  # first divergence step t*
+    hyp_ids: Sequence[int]  # end-of-sentence included when the hypothesis ended
+    ref_ids: Sequence[int]  # end-of-sentence included
+    ended: bool
+    topk_at: Sequence[int]  # top-k ids at t* (empty when the hypothesis ended before t*)
+    hyp_attention: np.ndarray  # [hyp steps, src] mean attention
+    ref_attention: np.ndarray  # [ref steps, src]
+    has_unknown: bool
+    encoder_agreement: float | None = None  # share of neighbours of the attended token's state
+    decoder_agreement: float | None = None  # share of neighbours followed by the produced token
+
+
+@dataclass(frozen=True)
+class Verdict:
+    stage: str
+    tags: tuple[str, ...]
+
+
+def _norm_entropy(w: np.ndarray) -> float:
+    if len(w) < 2:
+        return 0.0
+    p = w[w > 0]
+    return float(-(p * np.log(p)).sum() / math.log(len(w)))
+
+
+def _attention_tags(ev: Evidence, tax: Taxonomy) -> list[str]:
+    t = min(ev.diverge, len(ev.hyp_attention) - 1, len(ev.ref_attention) - 1)
+    if t < 0:
+        return []
+    row = ev.ref_attention[t]  # same prefix up to t*: the reference decoding saw the same state
+    tags = []
+    if _norm_entropy(row) >= tax.attn_entropy:
+        tags.append("diffuse_attention")
+    elsewhere = set(np.delete(ev.ref_attention.argmax(-1), t).tolist())
+    if int(row.argmax()) not in elsewhere:
+        tags.append("unneeded_attention")
+    return tags
+
+
+def _coverage_tags(ev: Evidence, tax: Taxonomy) -> list[str]:
+    tags = []
+    hyp_cov, ref_cov = ev.hyp_attention.sum(0), ev.ref_attention.sum(0)
+    if ((ref_cov >= tax.coverage) & (hyp_cov < tax.coverage)).any():
+        tags.append("under_translation")
+    bigrams = lambda ids: Counter(zip(ids, ids[1:], strict=False))  # noqa: E731
+    hyp_bi, ref_bi = bigrams(list(ev.hyp_ids)), bigrams(list(ev.ref_ids))
+    repeated = any(n >= 2 and n > ref_bi.get(g, 0) for g, n in hyp_bi.items())
+    hyp_focus = Counter(ev.hyp_attention.argmax(-1).tolist())
+    ref_focus = Counter(ev.ref_attention.argmax(-1).tolist())
+    returns = any(n >= 2 and n > ref_focus.get(pos, 0) for pos, n in hyp_focus.items())
+    if repeated or returns:
+        tags.append("over_translation")
+    return tags
+
+
+def _length_tags(ev: Evidence, tax: Taxonomy) -> list[str]:
+    tags = []
+    ref_len, hyp_len = len(ev.ref_ids), len(ev.hyp_ids)
+    if hyp_len < (1 - tax.length_ratio) * ref_len:
+        tags.append("too_short")
+    elif hyp_len > (1 + tax.length_ratio) * ref_len:
+        tags.append("too_long")
+    if not ev.ended:
+        tags.append("truncated")
+    return tags
+
+
+def classify(ev: Evidence, tax: Taxonomy, unk_id: int | None) -> Verdict:
+    """Blame a stage and collect the tags of one wrong sentence."""
+    attention = _attention_tags(ev, tax)
+    tags = [*attention, *_coverage_tags(ev, tax), *_length_tags(ev, tax)]
+    if ev.has_unknown or (unk_id is not None and unk_id in ev.hyp_ids):
+        tags.append("unknown_tokens")
+    ref_token = ev.ref_ids[ev.diverge] if ev.diverge < len(ev.ref_ids) else None
+    tags.append("ref_in_topk" if ref_token is not None and ref_token in ev.topk_at else "ref_outside_topk")
+    if ev.search_error:
+        stage = "search"
+    elif ev.encoder_agreement is not None and ev.encoder_agreement < tax.agreement:
+        stage = "encoder"
+    elif ev.decoder_agreement is not None and ev.decoder_agreement >= tax.agreement:
+        stage = "decoder"
+    elif attention:
+        stage = "attention"
+    else:
+        stage = "prediction"
+    return Verdict(stage, tuple(tags))
