@@ -113,6 +113,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _verb(
         sub,
+        "errors",
+        "report the error statistics of a run",
+        "  beamscope errors --warehouse wh\n"
+        "  beamscope errors --warehouse wh --run dates-transformer.dates-test-2000.test --format json\n"
+        "Stages and tags are defined in pipeline/errors.py (see README, 'Error taxonomy').\n",
+    )
+    p.add_argument("--warehouse", required=True)
+    p.add_argument("--run", default=None, help="run id (default: the newest run)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--top", type=int, default=10, help="rows of confusions and worst sentences")
+    p.set_defaults(handler=_errors)
+
+    p = _verb(
+        sub,
+        "compare",
+        "compare two runs over the same corpus (paired bootstrap, fixed/broken sentences)",
+        "  beamscope compare --warehouse wh greedy beam5\n",
+    )
+    p.add_argument("--warehouse", required=True)
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--top", type=int, default=10)
+    p.set_defaults(handler=_compare)
+
+    p = _verb(
+        sub,
         "demo",
         "train the dates model (if not cached), trace test and train splits, index",
         "  beamscope demo\n  beamscope demo --dir /tmp/beamscope-demo --test 500 --train 2000\n",
@@ -217,6 +244,25 @@ def _sql(a: argparse.Namespace) -> int:
     return 0
 
 
+def _errors(a: argparse.Namespace) -> int:
+    from warehouse import open_warehouse
+    from warehouse.report import error_report, format_report
+
+    with open_warehouse(a.warehouse) as wh:
+        report = error_report(wh, a.run, a.top)
+    print(report.to_json() if a.format == "json" else format_report(report))
+    return 0
+
+
+def _compare(a: argparse.Namespace) -> int:
+    from warehouse import open_warehouse
+    from warehouse.report import compare_runs, format_comparison
+
+    with open_warehouse(a.warehouse) as wh:
+        print(format_comparison(compare_runs(wh, a.run_a, a.run_b, a.samples), a.top))
+    return 0
+
+
 def _demo(a: argparse.Namespace) -> int:
     from beamscope.demo import DemoConfig, run_demo
 
@@ -229,7 +275,7 @@ def _demo(a: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("LANCE_LOG", "error")  # Lance's k-means warnings are not for users
+    os.environ.setdefault("LANCEDB_LOG", "error")  # Lance's k-means warnings are not for users
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

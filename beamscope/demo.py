@@ -60,7 +60,8 @@ def run_demo(cfg: DemoConfig) -> Path:
             f"validation exact match {acc:.1%}"
         )
     runs = []
-    for split, n in (("test", cfg.n_test), ("train", cfg.n_train)):
+    # the training sample first: the test run's error blame uses its states as neighbours
+    for split, n in (("train", cfg.n_train), ("test", cfg.n_test)):
         start = time.perf_counter()
         s = trace(
             TraceConfig(
@@ -80,11 +81,11 @@ def run_demo(cfg: DemoConfig) -> Path:
         )
     write_duckdb_file(warehouse)
     with open_warehouse(warehouse) as wh:
-        summary = wh.sql(SUMMARY_SQL, [runs[0]]).row(0, named=True)
-        confusions = wh.sql(CONFUSIONS_SQL, [runs[0]])
+        summary = wh.sql(SUMMARY_SQL, [runs[1]]).row(0, named=True)
+        confusions = wh.sql(CONFUSIONS_SQL, [runs[1]])
     print(f"\nwarehouse: {warehouse.resolve()}")
     print(
-        f"test run {runs[0]}: {summary['sentences']} sentences, "
+        f"test run {runs[1]}: {summary['sentences']} sentences, "
         f"exact match {summary['exact_match']:.1%}, chrF {summary['chrf']:.1f}, "
         f"{summary['errors']} errors of which {summary['search_errors']} search errors"
     )

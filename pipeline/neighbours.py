@@ -24,7 +24,7 @@ class StateBank:
 
     @classmethod
     def build(cls, vectors: np.ndarray, labels: np.ndarray) -> StateBank:
-        v = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
+        v = torch.tensor(np.asarray(vectors, dtype=np.float32))
         return cls(torch.nn.functional.normalize(v, dim=-1), labels)
 
     def nearest(self, queries: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:

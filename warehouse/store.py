@@ -11,6 +11,7 @@ import polars as pl
 
 from schemas import WarehouseError
 from schemas.layout import DUCKDB_FILE, atomic_path, read_manifest, vectors_dir
+from warehouse.marts import MARTS
 from warehouse.views import create_views
 
 
@@ -27,6 +28,14 @@ class Warehouse:
         """Run a query against the views; the result as a polars frame."""
         rel = self.con.sql(query, params=params or None)
         return rel.pl() if rel is not None else pl.DataFrame()
+
+    def mart(self, name: str, run: str | None = None) -> pl.DataFrame:
+        """One mart (see ``warehouse.marts``) as a polars frame, optionally for one run."""
+        if name not in MARTS:
+            raise WarehouseError(f"unknown mart {name!r}; marts: {', '.join(MARTS)}")
+        if run is None:
+            return self.sql(f"SELECT * FROM {name}")
+        return self.sql(f"SELECT * FROM {name} WHERE run_id = ?", [self.resolve_run(run)])
 
     def runs(self) -> pl.DataFrame:
         return self.sql("SELECT * FROM runs ORDER BY created_at")

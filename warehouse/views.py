@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from schemas import TABLES
 from schemas.layout import table_glob
+from warehouse.marts import mart_statements
 
 _SQL_TYPES = {
     pa.string(): "VARCHAR",
@@ -63,7 +64,7 @@ def view_statements(root: Path) -> list[str]:
 
 def create_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
     con.execute(f"SET file_search_path = '{_quote(str(root.resolve()))}'")
-    for stmt in view_statements(root):
+    for stmt in view_statements(root) + mart_statements():
         con.execute(stmt)
 
 

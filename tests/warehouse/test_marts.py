@@ -1,0 +1,147 @@
+"""Marts: keys, value ranges, and counts checked against independent polars computations."""
+
+import polars as pl
+import pytest
+
+from tests.helpers import run_cli
+from warehouse import open_warehouse
+from warehouse.marts import MARTS
+
+KEYS = {
+    "sentence_errors": ["run_id", "sent_id"],
+    "error_summary": ["run_id", "kind", "name"],
+    "token_confusions": ["run_id", "ref_token", "hyp_token"],
+    "bucket_accuracy": ["run_id", "bucketing", "bucket"],
+    "attention_coverage": ["run_id", "sent_id"],
+}
+STAGES = {"correct", "no_reference", "search", "encoder", "decoder", "attention", "prediction"}
+
+
+@pytest.fixture(scope="module")
+def wh(warehouse_dir):
+    with open_warehouse(warehouse_dir) as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def sentences(warehouse_dir) -> pl.DataFrame:
+    """The sentences straight from Parquet, without DuckDB or beamscope's views."""
+    return pl.read_parquet(warehouse_dir / "tables/sentences/*/*.parquet")
+
+
+@pytest.mark.parametrize("mart", list(MARTS))
+def test_keys_unique_and_not_null(wh, mart) -> None:
+    df = wh.mart(mart)
+    assert df.height > 0
+    assert df.select(KEYS[mart]).is_duplicated().sum() == 0
+    assert df.select(KEYS[mart]).null_count().sum_horizontal().item() == 0
+
+
+def test_stages_are_the_documented_ones(wh) -> None:
+    assert set(wh.mart("sentence_errors")["stage"].unique()) <= STAGES
+
+
+def test_error_summary_equals_an_independent_count(wh, sentences) -> None:
+    summary = wh.mart("error_summary")
+    wrong = sentences.filter(pl.col("reference").is_not_null() & ~pl.col("exact_match"))
+    expected = wrong.group_by("run_id", "blamed_stage").len().rename({"blamed_stage": "name", "len": "n"})
+    correct = sentences.filter(pl.col("exact_match")).group_by("run_id").len()
+    expected = pl.concat(
+        [
+            expected,
+            correct.with_columns(name=pl.lit("correct")).rename({"len": "n"}).select("run_id", "name", "n"),
+        ]
+    )
+    got = summary.filter(pl.col("kind") == "stage").select("run_id", "name", "n")
+    assert got.sort("run_id", "name").equals(expected.sort("run_id", "name").cast({"n": pl.Int64}))
+    tags = wrong.explode("error_tags").group_by("run_id", "error_tags").len()
+    got_tags = summary.filter(pl.col("kind") == "tag").select("run_id", "name", "n")
+    assert got_tags.sort("run_id", "name").equals(
+        tags.rename({"error_tags": "name", "len": "n"}).sort("run_id", "name").cast({"n": pl.Int64})
+    )
+    shares = summary["share_of_sentences"]
+    assert ((shares >= 0) & (shares <= 1)).all()
+    stage_share = summary.filter((pl.col("kind") == "stage") & (pl.col("name") != "correct"))
+    assert (
+        stage_share.group_by("run_id")
+        .agg(pl.col("share_of_errors").sum())["share_of_errors"]
+        .is_between(0.999, 1.001)
+        .all()
+    )
+
+
+def test_token_confusions_count_every_wrong_sentence_once(wh, sentences) -> None:
+    conf = wh.mart("token_confusions")
+    wrong = sentences.filter(~pl.col("exact_match")).group_by("run_id").len()
+    per_run = conf.group_by("run_id").agg(pl.col("n").sum())
+    assert dict(per_run.iter_rows()) == dict(wrong.iter_rows())
+    assert (conf["ref_token"] != conf["hyp_token"]).all()
+    assert all(1 <= len(ids) <= 5 for ids in conf["example_sent_ids"])
+
+
+def test_bucket_accuracy_is_a_partition_with_sane_rates(wh, warehouse_dir) -> None:
+    buckets = wh.mart("bucket_accuracy")
+    ref = pl.read_parquet(warehouse_dir / "tables/reference_steps/*/*.parquet").filter(
+        pl.col("token") != "</s>"
+    )
+    expected = dict(ref.group_by("run_id").len().iter_rows())
+    for bucketing in ("ref_token_frequency", "source_length"):
+        got = (
+            buckets.filter(pl.col("bucketing") == bucketing)
+            .group_by("run_id")
+            .agg(pl.col("ref_tokens").sum())
+        )
+        assert dict(got.iter_rows()) == expected
+    for col in ("precision", "recall", "f_measure"):
+        assert buckets[col].drop_nulls().is_between(0, 1).all()
+    lengths = buckets.filter(pl.col("bucketing") == "source_length")
+    assert lengths["exact_match"].is_between(0, 1).all()
+
+
+def test_attention_coverage(wh, warehouse_dir) -> None:
+    cov = wh.mart("attention_coverage")
+    src = pl.read_parquet(warehouse_dir / "tables/source_tokens/*/*.parquet")
+    under = src.group_by("run_id", "sent_id").agg((pl.col("attention_received") < 0.3).sum().alias("u"))
+    joined = cov.join(under, on=["run_id", "sent_id"])
+    assert joined.height == cov.height == src.select("run_id", "sent_id").unique().height
+    assert (joined["under_covered"] == joined["u"]).all()
+    assert cov["coverage"].is_between(0, 1).all()
+
+
+def test_errors_report_text_and_json(warehouse_dir) -> None:
+    text = run_cli("errors", "--warehouse", str(warehouse_dir), "--run", "beam4")
+    assert text.returncode == 0, text.stderr
+    for heading in ("stage breakdown:", "top confusions", "worst sentences:", "token accuracy by bucket"):
+        assert heading in text.stdout
+    js = run_cli("errors", "--warehouse", str(warehouse_dir), "--run", "beam4", "--format", "json")
+    import json
+
+    data = json.loads(js.stdout)
+    assert data["run"]["run_id"] == "beam4"
+    assert sum(s["n"] for s in data["stages"]) == 48
+
+
+def test_compare_runs(warehouse_dir, tmp_path) -> None:
+    out = run_cli("compare", "--warehouse", str(warehouse_dir), "greedy", "beam4", "--samples", "200")
+    assert out.returncode == 0, out.stderr
+    assert "BLEU" in out.stdout and "exact_match" in out.stdout and "fixed in B:" in out.stdout
+
+
+def test_compare_refuses_different_corpora(tiny_dir, tmp_path) -> None:
+    from pipeline.beam import DecodeConfig
+    from pipeline.trace import TraceConfig, trace
+
+    for name, corpus in (("a", "task:dates:test:5"), ("b", "task:dates:test:6")):
+        trace(
+            TraceConfig(
+                model=str(tiny_dir),
+                corpus=corpus,
+                warehouse=str(tmp_path),
+                run_name=name,
+                decoding=DecodeConfig(beam=2, max_len=12),
+                device="cpu",
+            ),
+            progress=False,
+        )
+    out = run_cli("compare", "--warehouse", str(tmp_path), "a", "b")
+    assert out.returncode != 0 and "different corpora" in out.stderr
