@@ -148,10 +148,18 @@ def compare_runs(wh: Warehouse, run_a: str, run_b: str, samples: int = 1000) -> 
         n_samples=samples,
     )
     _, results = test()
-    rows = []
-    for metric in ("BLEU", "chrF"):
-        base, other = results[metric]
-        rows.append((metric, base.score, other.score, other.score - base.score, other.p_value))
+    # an exact tie has nothing to test (sacrebleu would report p = 1 / (samples + 1))
+    rows = [
+        (
+            metric,
+            base.score,
+            other.score,
+            other.score - base.score,
+            other.p_value if other.score != base.score else 1.0,
+        )
+        for metric, (base, other) in results.items()
+        if metric != "System"
+    ]
     em_a, em_b = pairs["em_a"].mean(), pairs["em_b"].mean()
     rows.append(("exact_match", em_a, em_b, em_b - em_a, _bootstrap_p(pairs, samples)))
     scores = pl.DataFrame(rows, schema=["metric", "a", "b", "delta", "p_value"], orient="row")
@@ -174,6 +182,8 @@ def _bootstrap_p(pairs: pl.DataFrame, samples: int, seed: int = 12345) -> float:
     idx = np.random.default_rng(seed).choice(len(a), size=(samples, len(a)), replace=True)
     sample_diffs = np.abs(b[idx].mean(1) - a[idx].mean(1))
     stats = sample_diffs - sample_diffs.mean()
+    if b.mean() == a.mean():
+        return 1.0
     return float(((stats > abs(b.mean() - a.mean())).sum() + 1) / (samples + 1))
 
 
