@@ -140,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _verb(
         sub,
+        "serve",
+        "serve the dashboard over a warehouse",
+        "  beamscope serve --warehouse wh\n"
+        "  BEAMSCOPE_TOKEN=secret beamscope serve --warehouse wh --host 0.0.0.0 --port 8050\n"
+        "Binds to 127.0.0.1 unless told otherwise; any other address requires a token\n"
+        "(--token or BEAMSCOPE_TOKEN), sent as ?token=... once (then a cookie) or as a Bearer header.\n",
+    )
+    p.add_argument("--warehouse", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8050)
+    p.add_argument("--token", default=None, help="access token (default: $BEAMSCOPE_TOKEN)")
+    p.set_defaults(handler=_serve)
+
+    p = _verb(
+        sub,
         "demo",
         "train the dates model (if not cached), trace test and train splits, index",
         "  beamscope demo\n  beamscope demo --dir /tmp/beamscope-demo --test 500 --train 2000\n",
@@ -260,6 +275,13 @@ def _compare(a: argparse.Namespace) -> int:
 
     with open_warehouse(a.warehouse) as wh:
         print(format_comparison(compare_runs(wh, a.run_a, a.run_b, a.samples), a.top))
+    return 0
+
+
+def _serve(a: argparse.Namespace) -> int:
+    from dashboard.server import serve
+
+    serve(a.warehouse, a.host, a.port, a.token)
     return 0
 
 

@@ -22,12 +22,17 @@ class Warehouse:
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
         self.con = duckdb.connect(":memory:")
+        self.con.execute("SET parquet_metadata_cache = true")  # part footers are read once
         create_views(self.con, self.root)
 
     def sql(self, query: str, params: list[Any] | None = None) -> pl.DataFrame:
         """Run a query against the views; the result as a polars frame."""
-        rel = self.con.sql(query, params=params or None)
-        return rel.pl() if rel is not None else pl.DataFrame()
+        cur = self.con.cursor()  # one cursor per query: safe from many threads (a web server)
+        try:
+            rel = cur.sql(query, params=params or None)
+            return rel.pl() if rel is not None else pl.DataFrame()
+        finally:
+            cur.close()
 
     def mart(self, name: str, run: str | None = None) -> pl.DataFrame:
         """One mart (see ``warehouse.marts``) as a polars frame, optionally for one run."""
@@ -87,8 +92,7 @@ def write_duckdb_file(root: str | Path) -> Path:
         tmp.unlink()
         con = duckdb.connect(str(tmp))
         try:
-            create_views(con, root)
-            con.execute("RESET file_search_path")
+            create_views(con, root, relative=True)
         finally:
             con.close()
         with contextlib.suppress(FileNotFoundError):

@@ -2,7 +2,8 @@
 
 ``raw.<table>`` reads every part; the public ``<table>`` views show only runs whose ``runs``
 row says 'complete', so readers never see a run that is still being written.
-Paths are relative: a connection sets ``file_search_path`` to the warehouse root.
+In ``beamscope.duckdb`` the paths are relative to the warehouse (open it from inside the
+directory); connections beamscope opens itself use absolute paths.
 """
 
 from __future__ import annotations
@@ -40,13 +41,15 @@ def _empty_select(schema: pa.Schema) -> str:
     return f"SELECT {cols} WHERE false"
 
 
-def view_statements(root: Path) -> list[str]:
+def view_statements(root: Path, relative: bool = False) -> list[str]:
     """CREATE VIEW statements for every table (empty, typed views for tables with no parts)."""
     stmts = ["CREATE SCHEMA IF NOT EXISTS raw"]
     for name, schema in TABLES.items():
+        glob = table_glob(name)
         has_parts = any((root / "tables" / name).glob("*/*.parquet"))
         source = (
-            f"SELECT * FROM read_parquet('{table_glob(name)}', hive_partitioning = false, "
+            f"SELECT * FROM read_parquet('{_quote(glob if relative else str(root.resolve() / glob))}', "
+            "hive_partitioning = false, "
             "union_by_name = true)"
             if has_parts
             else _empty_select(schema)
@@ -62,10 +65,14 @@ def view_statements(root: Path) -> list[str]:
     return stmts
 
 
-def create_views(con: duckdb.DuckDBPyConnection, root: Path) -> None:
-    con.execute(f"SET file_search_path = '{_quote(str(root.resolve()))}'")
-    for stmt in view_statements(root) + mart_statements():
+def create_views(con: duckdb.DuckDBPyConnection, root: Path, relative: bool = False) -> None:
+    """Create the table views and marts; ``relative`` paths resolve against the working directory."""
+    if relative:
+        con.execute(f"SET file_search_path = '{_quote(str(root.resolve()))}'")
+    for stmt in view_statements(root, relative) + mart_statements():
         con.execute(stmt)
+    if relative:
+        con.execute("RESET file_search_path")
 
 
 def _quote(s: str) -> str:

@@ -1,0 +1,35 @@
+"""The Dash app: a nav bar built from the page registry, and the pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dash
+from dash import Dash, dcc, html
+
+from dashboard.state import set_warehouse
+from warehouse import Warehouse
+
+
+def create_app(warehouse: Warehouse) -> Dash:
+    set_warehouse(warehouse)
+    app = Dash(
+        __name__,
+        use_pages=True,
+        pages_folder=str(Path(__file__).parent / "pages"),
+        title="beamscope",
+        suppress_callback_exceptions=True,
+    )
+    nav = [
+        dcc.Link(p["name"], href=p["relative_path"], className="nav-link")
+        for p in dash.page_registry.values()
+        if p.get("nav", True)
+    ]
+    app.layout = html.Div(
+        [
+            html.Div([html.B("beamscope", className="brand"), *nav], className="nav", id="nav"),
+            dash.page_container,
+        ],
+        className="app",
+    )
+    return app

@@ -1,0 +1,39 @@
+"""Small layout pieces shared by pages (no queries)."""
+
+from __future__ import annotations
+
+import polars as pl
+from dash import dcc, html
+
+from dashboard import ids
+
+
+def card(label: str, value: str) -> html.Div:
+    return html.Div(
+        [html.Div(value, className="value"), html.Div(label, className="label")], className="card"
+    )
+
+
+def run_picker(runs: list[str], run: str) -> html.Div:
+    return html.Div(
+        [
+            html.Span("run "),
+            dcc.Dropdown(runs, run, id=ids.RUN_PICKER, clearable=False, style={"width": "520px"}),
+        ],
+        style={"display": "flex", "alignItems": "center", "gap": "8px"},
+    )
+
+
+def simple_table(df: pl.DataFrame, table_id: str) -> html.Table:
+    """A table whose rows are clickable (pattern ids {table, row}); cells are rendered as text."""
+    head = html.Tr([html.Th(c) for c in df.columns])
+    rows = [
+        html.Tr(
+            [html.Td("" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))) for v in r],
+            id={"table": table_id, "row": i},
+            n_clicks=0,
+            style={"cursor": "pointer"},
+        )
+        for i, r in enumerate(df.iter_rows())
+    ]
+    return html.Table([html.Thead(head), html.Tbody(rows)], className="simple")

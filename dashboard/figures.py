@@ -1,0 +1,225 @@
+"""Figures: pure functions from frames to plotly figures (no Dash, no queries).
+
+Text from sentences is passed to plotly as data (hover text, tick labels), which plotly
+renders as text, never as HTML.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import polars as pl
+
+STAGE_COLORS = {
+    "correct": "#59a14f", "search": "#e15759", "encoder": "#b07aa1", "decoder": "#f28e2b",
+    "attention": "#4e79a7", "prediction": "#edc948", "no_reference": "#bab0ac",
+}  # fmt: skip
+STATUS_COLORS = {"root": "#333333", "kept": "#4e79a7", "finished": "#59a14f", "pruned": "#c8c8c8"}
+HIGHLIGHT = "rgba(255, 165, 0, 0.9)"
+
+
+def _placeholder(fig: go.Figure) -> None:
+    """Shape 0 of the step maps is the hover highlight, replaced in place (see step_highlight)."""
+    fig.add_shape(type="rect", x0=0, x1=0, y0=0, y1=0, visible=False)
+
+
+def _layout(fig: go.Figure, title: str, height: int = 320) -> go.Figure:
+    fig.update_layout(
+        title=title, height=height, margin=dict(l=50, r=20, t=40, b=40), template="plotly_white"
+    )
+    return fig
+
+
+def stage_bar(stages: pl.DataFrame) -> go.Figure:
+    """Sentences per stage; each bar carries its stage for click-through."""
+    fig = go.Figure(
+        go.Bar(
+            x=stages["stage"].to_list(),
+            y=stages["n"].to_list(),
+            marker_color=[STAGE_COLORS.get(s, "#888") for s in stages["stage"]],
+            customdata=stages["stage"].to_list(),
+            text=[f"{100 * s:.1f}%" for s in stages["share_of_sentences"]],
+            hovertemplate="%{x}: %{y} sentences (%{text})<extra></extra>",
+        )
+    )
+    return _layout(fig, "Sentences by blamed stage (click a bar)")
+
+
+def tag_bar(tags: pl.DataFrame) -> go.Figure:
+    fig = go.Figure(
+        go.Bar(
+            x=tags["tag"].to_list(),
+            y=tags["n"].to_list(),
+            customdata=tags["tag"].to_list(),
+            marker_color="#76b7b2",
+            hovertemplate="%{x}: %{y} wrong sentences<extra></extra>",
+        )
+    )
+    return _layout(fig, "Error tags (click a bar)")
+
+
+def histogram(bins: pl.DataFrame, width: float, title: str) -> go.Figure:
+    lows = bins["bin"].to_list()
+    fig = go.Figure(
+        go.Bar(
+            x=[b + width / 2 for b in lows],
+            y=bins["n"].to_list(),
+            width=width * 0.95,
+            customdata=[[b, b + width] for b in lows],
+            hovertemplate="[%{customdata[0]}, %{customdata[1]}): %{y}<extra></extra>",
+        )
+    )
+    return _layout(fig, title)
+
+
+def bucket_chart(buckets: pl.DataFrame, bucketing: str, title: str) -> go.Figure:
+    b = buckets.filter(pl.col("bucketing") == bucketing)
+    fig = go.Figure(
+        go.Bar(
+            x=b["bucket"].to_list(),
+            y=b["f_measure"].to_list(),
+            customdata=b["bucket"].to_list(),
+            text=[f"{n} tokens" for n in b["ref_tokens"]],
+            hovertemplate="%{x}: F %{y:.3f} (%{text})<extra></extra>",
+            marker_color="#9c755f",
+        )
+    )
+    fig.update_yaxes(range=[0, 1.05], title="token F-measure")
+    return _layout(fig, title)
+
+
+def _step_labels(tokens: list[str]) -> list[str]:
+    return [f"{i}:{t}" for i, t in enumerate(tokens)]
+
+
+def attention_heatmap(
+    weights: list[list[float]],
+    src_tokens: list[str],
+    tgt_tokens: list[str],
+    title: str,
+    divergence: int | None = None,
+) -> go.Figure:
+    """Target steps (rows) x source tokens (columns); the divergence step is outlined."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=weights,
+            x=_step_labels(src_tokens),
+            y=_step_labels(tgt_tokens),
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            hovertemplate="step %{y} reads %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    _placeholder(fig)
+    if divergence is not None and divergence < len(tgt_tokens):
+        fig.add_hrect(y0=divergence - 0.5, y1=divergence + 0.5, line=dict(color="#e15759", width=2))
+    return _layout(fig, title, height=max(260, 22 * len(tgt_tokens) + 120))
+
+
+def topk_figure(steps: pl.DataFrame, ref_tokens: list[str] | None, title: str) -> go.Figure:
+    """Top-k predictions per step: columns are steps, rows ranks; text is the token."""
+    tokens = steps["topk_tokens"].to_list()
+    probs = steps["topk_probs"].to_list()
+    chosen = steps["token"].to_list()
+    k = max((len(t) for t in tokens), default=0)
+    z = [[p[r] if r < len(p) else None for p in probs] for r in range(k)]
+    text = [[t[r] if r < len(t) else "" for t in tokens] for r in range(k)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=_step_labels(chosen),
+            y=[f"#{r + 1}" for r in range(k)],
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Greens",
+            zmin=0,
+            zmax=1,
+            hovertemplate="step %{x} rank %{y}: %{text} p=%{z:.3f}<extra></extra>",
+        )
+    )
+    _placeholder(fig)
+    for t, (cands, tok) in enumerate(zip(tokens, chosen, strict=True)):
+        if tok in cands:
+            r = cands.index(tok)
+            fig.add_shape(
+                type="rect", x0=t - 0.5, x1=t + 0.5, y0=r - 0.5, y1=r + 0.5, line=dict(color="#333", width=2)
+            )
+        if ref_tokens is not None and t < len(ref_tokens) and ref_tokens[t] in cands and ref_tokens[t] != tok:
+            r = cands.index(ref_tokens[t])
+            fig.add_shape(
+                type="rect",
+                x0=t - 0.5,
+                x1=t + 0.5,
+                y0=r - 0.5,
+                y1=r + 0.5,
+                line=dict(color="#e15759", width=2, dash="dot"),
+            )
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    return _layout(fig, title, height=max(260, 26 * k + 120))
+
+
+def beam_tree(nodes: pl.DataFrame, title: str) -> go.Figure:
+    """Every hypothesis the beam considered: x = step, y = rank; edges to parents; best path bold."""
+    steps = nodes["step"].to_list()
+    ranks = nodes["rank_in_beam"].to_list()
+    y = [0.0 if s == 0 else float(r) for s, r in zip(steps, ranks, strict=True)]
+    pos = {nid: (s, yy) for nid, s, yy in zip(nodes["node_id"].to_list(), steps, y, strict=True)}
+    edges_x: dict[bool, list] = {True: [], False: []}
+    edges_y: dict[bool, list] = {True: [], False: []}
+    for nid, parent, best in nodes.select("node_id", "parent_id", "on_best_path").iter_rows():
+        if parent is None:
+            continue
+        (x0, y0), (x1, y1) = pos[parent], pos[nid]
+        edges_x[best] += [x0, x1, None]
+        edges_y[best] += [y0, y1, None]
+    fig = go.Figure()
+    for best, color, width in ((False, "#d0d0d0", 1), (True, "#e15759", 3)):
+        fig.add_trace(
+            go.Scatter(
+                x=edges_x[best],
+                y=edges_y[best],
+                mode="lines",
+                hoverinfo="skip",
+                line=dict(color=color, width=width),
+                showlegend=False,
+            )
+        )
+    for status, color in STATUS_COLORS.items():
+        sel = nodes.filter(pl.col("status") == status)
+        if sel.height == 0:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=sel["step"].to_list(),
+                y=[
+                    0.0 if s == 0 else float(r) for s, r in zip(sel["step"], sel["rank_in_beam"], strict=True)
+                ],
+                mode="markers+text",
+                name=status,
+                text=sel["token"].to_list(),
+                textposition="top center",
+                marker=dict(
+                    color=color,
+                    size=[12 if b else 8 for b in sel["on_best_path"]],
+                    line=dict(width=[2 if b else 0 for b in sel["on_best_path"]], color="#e15759"),
+                ),
+                customdata=list(zip(sel["token_logprob"].to_list(), sel["score"].to_list(), strict=True)),
+                hovertemplate="%{text}<br>logprob %{customdata[0]:.3f}<br>score %{customdata[1]:.3f}"
+                "<extra>" + status + "</extra>",
+            )
+        )
+    fig.update_yaxes(autorange="reversed", title="rank among candidates")
+    fig.update_xaxes(title="step", dtick=1)
+    return _layout(fig, title, height=420)
+
+
+def step_highlight(step: int, vertical: bool) -> dict:
+    """Shape 0 of a step map outlining one step: a column of the top-k map (``vertical``) or a
+    row of the attention map."""
+    line = dict(color=HIGHLIGHT, width=3)
+    if vertical:
+        return dict(type="rect", xref="x", yref="paper", x0=step - 0.5, x1=step + 0.5, y0=0, y1=1, line=line)
+    return dict(type="rect", xref="paper", yref="y", x0=0, x1=1, y0=step - 0.5, y1=step + 0.5, line=line)

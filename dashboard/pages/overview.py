@@ -1,0 +1,174 @@
+"""Overview of one run: corpus scores and where the errors are; every bar and row clicks through."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import dash
+from dash import Input, Output, State, callback, dcc, html, no_update
+
+from dashboard import figures, ids, queries
+from dashboard.components import card, run_picker, simple_table
+from dashboard.state import warehouse
+
+dash.register_page(__name__, path="/", name="Overview", order=0)
+
+
+def layout(run: str | None = None, **_: str) -> html.Div:
+    wh = warehouse()
+    if not wh.run_ids():
+        return html.Div("This warehouse has no complete runs yet.", className="page")
+    run = wh.resolve_run(run) if run in wh.run_ids() else wh.run_ids()[-1]
+    info = queries.run_info(wh, run)
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    num = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
+    cards = [
+        card("sentences", f"{info['n_sentences']:,}"),
+        card("skipped", f"{info['n_skipped']:,}"),
+        card("exact match", pct(info["exact_match"])),
+        card("BLEU", num(info["bleu"])),
+        card("chrF", num(info["chrf"])),
+        card("TER", num(info["ter"])),
+        card("model", info["model_name"]),
+        card("corpus", info["corpus"]),
+    ]
+    b = queries.buckets(wh, run)
+    conf = queries.confusions(wh, run)
+    worst = queries.worst(wh, run)
+    return html.Div(
+        [
+            dcc.Location(id=ids.GO, refresh="callback-nav"),
+            dcc.Store(id=ids.RUN_PICKER + "-value", data=run),
+            run_picker(wh.run_ids(), run),
+            html.Div(cards, className="cards"),
+            html.Div(
+                [
+                    html.Div(
+                        dcc.Graph(id=ids.STAGE_BAR, figure=figures.stage_bar(queries.stage_counts(wh, run))),
+                        className="panel",
+                    ),
+                    html.Div(
+                        dcc.Graph(id=ids.TAG_BAR, figure=figures.tag_bar(queries.tag_counts(wh, run))),
+                        className="panel",
+                    ),
+                    html.Div(
+                        dcc.Graph(
+                            id=ids.CHRF_HIST,
+                            figure=figures.histogram(
+                                queries.histogram(wh, run, "chrf", 5), 5, "Sentence chrF (click a bin)"
+                            ),
+                        ),
+                        className="panel",
+                    ),
+                    html.Div(
+                        dcc.Graph(
+                            id=ids.LEN_HIST,
+                            figure=figures.histogram(
+                                queries.histogram(wh, run, "src_len", 5),
+                                5,
+                                "Source length in tokens (click a bin)",
+                            ),
+                        ),
+                        className="panel",
+                    ),
+                    html.Div(
+                        dcc.Graph(
+                            id=ids.FREQ_BUCKETS,
+                            figure=figures.bucket_chart(
+                                b, "ref_token_frequency", "Token F by training frequency"
+                            ),
+                        ),
+                        className="panel",
+                    ),
+                    html.Div(
+                        dcc.Graph(
+                            id=ids.LEN_BUCKETS,
+                            figure=figures.bucket_chart(
+                                b, "source_length", "Token F by source length (click a bucket)"
+                            ),
+                        ),
+                        className="panel",
+                    ),
+                ],
+                className="grid2",
+            ),
+            html.Div(
+                [
+                    html.Div(
+                        [
+                            html.H4("Top confusions at the first divergence"),
+                            simple_table(conf.drop("example_sent_ids"), ids.CONFUSIONS),
+                        ],
+                        className="panel",
+                    ),
+                    html.Div(
+                        [
+                            html.H4("Worst sentences"),
+                            simple_table(
+                                worst.select("sent_id", "stage", "chrf", "source", "hypothesis"), ids.WORST
+                            ),
+                        ],
+                        className="panel",
+                    ),
+                ],
+                className="grid2",
+            ),
+        ],
+        className="page",
+    )
+
+
+def _explorer(run: str, **filters: object) -> str:
+    return "/sentences?" + urlencode({"run": run, **{k: v for k, v in filters.items() if v is not None}})
+
+
+_LEN_BUCKETS = {
+    "<10": (0, 9),
+    "10-19": (10, 19),
+    "20-29": (20, 29),
+    "30-39": (30, 39),
+    "40-59": (40, 59),
+    "60+": (60, 10**9),
+}
+
+
+@callback(
+    Output(ids.GO, "href"),
+    Input(ids.RUN_PICKER, "value"),
+    Input(ids.STAGE_BAR, "clickData"),
+    Input(ids.TAG_BAR, "clickData"),
+    Input(ids.CHRF_HIST, "clickData"),
+    Input(ids.LEN_HIST, "clickData"),
+    Input(ids.LEN_BUCKETS, "clickData"),
+    Input({"table": ids.CONFUSIONS, "row": dash.ALL}, "n_clicks"),
+    Input({"table": ids.WORST, "row": dash.ALL}, "n_clicks"),
+    State(ids.RUN_PICKER + "-value", "data"),
+    prevent_initial_call=True,
+)
+def navigate(picked, stage, tag, chrf, length, bucket, _conf, _worst, run):  # noqa: ANN001, PLR0913
+    """Turn a click on any number into the URL of the sentences behind it."""
+    trigger = dash.ctx.triggered_id
+    if trigger == ids.RUN_PICKER:
+        return "/?" + urlencode({"run": picked}) if picked != run else no_update
+    if not dash.ctx.triggered or dash.ctx.triggered[0]["value"] in (None, 0):
+        return no_update
+    if trigger == ids.STAGE_BAR:
+        return _explorer(run, stage=stage["points"][0]["customdata"])
+    if trigger == ids.TAG_BAR:
+        return _explorer(run, tag=tag["points"][0]["customdata"])
+    if trigger == ids.CHRF_HIST:
+        lo, hi = chrf["points"][0]["customdata"]
+        return _explorer(run, min_chrf=lo, max_chrf=hi)
+    if trigger == ids.LEN_HIST:
+        lo, hi = length["points"][0]["customdata"]
+        return _explorer(run, min_len=int(lo), max_len=int(hi) - 1)
+    if trigger == ids.LEN_BUCKETS:
+        lo, hi = _LEN_BUCKETS[bucket["points"][0]["customdata"]]
+        return _explorer(run, min_len=lo, max_len=hi)
+    if isinstance(trigger, dict) and trigger["table"] == ids.CONFUSIONS:
+        row = queries.confusions(warehouse(), run).row(trigger["row"], named=True)
+        return _explorer(run, ref_token=row["ref_token"], hyp_token=row["hyp_token"])
+    if isinstance(trigger, dict) and trigger["table"] == ids.WORST:
+        row = queries.worst(warehouse(), run).row(trigger["row"], named=True)
+        return f"/run/{run}/sentence/{row['sent_id']}"
+    return no_update

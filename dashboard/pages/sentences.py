@@ -1,0 +1,226 @@
+"""The sentence explorer: every sentence of a run, filtered, sorted and paged on the server."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from urllib.parse import urlencode
+
+import dash
+import dash_ag_grid as dag
+from dash import Input, Output, State, callback, dcc, html, no_update
+
+from dashboard import ids, queries
+from dashboard.components import run_picker
+from dashboard.state import warehouse
+from schemas import BeamscopeError
+
+dash.register_page(__name__, path="/sentences", name="Sentences", order=1)
+
+STAGES = ["correct", "search", "encoder", "decoder", "attention", "prediction", "no_reference"]
+TAGS = [
+    "under_translation",
+    "over_translation",
+    "too_short",
+    "too_long",
+    "truncated",
+    "unknown_tokens",
+    "diffuse_attention",
+    "covered_attention",
+    "ref_in_topk",
+    "ref_outside_topk",
+]
+COLUMNS = [
+    {"field": "sent_id", "width": 90},
+    {"field": "stage", "width": 110},
+    {"field": "chrf", "width": 90, "valueFormatter": {"function": "d3.format('.1f')(params.value)"}},
+    {"field": "hyp_score", "width": 110, "valueFormatter": {"function": "d3.format('.3f')(params.value)"}},
+    {"field": "is_search_error", "headerName": "search err", "width": 100},
+    {"field": "first_divergence_step", "headerName": "t*", "width": 70},
+    {"field": "src_len", "width": 80},
+    {"field": "source", "flex": 2},
+    {"field": "reference", "flex": 1},
+    {"field": "hypothesis", "flex": 1},
+    {"field": "error_tags", "sortable": False, "flex": 1},
+]
+
+
+def _float(v: str | None) -> float | None:
+    try:
+        return None if v in (None, "") else float(v)
+    except ValueError:
+        return None
+
+
+def parse_filters(args: dict[str, str]) -> queries.Filters:
+    """Filters from URL query parameters (unknown or malformed values are ignored)."""
+    search = {"true": True, "false": False}.get(str(args.get("search_error", "")).lower())
+    as_int = lambda v: None if _float(v) is None else int(_float(v))  # noqa: E731
+    return queries.Filters(
+        stage=args.get("stage") or None,
+        tag=args.get("tag") or None,
+        min_chrf=_float(args.get("min_chrf")),
+        max_chrf=_float(args.get("max_chrf")),
+        min_len=as_int(args.get("min_len")),
+        max_len=as_int(args.get("max_len")),
+        search_error=search,
+        text=args.get("text") or None,
+        ref_token=args.get("ref_token"),
+        hyp_token=args.get("hyp_token"),
+        where=args.get("where") or None,
+    )
+
+
+def layout(run: str | None = None, **args: str) -> html.Div:
+    wh = warehouse()
+    if not wh.run_ids():
+        return html.Div("This warehouse has no complete runs yet.", className="page")
+    run = run if run in wh.run_ids() else wh.run_ids()[-1]
+    f = parse_filters(args)
+    chrf = [f.min_chrf if f.min_chrf is not None else 0, f.max_chrf if f.max_chrf is not None else 100]
+    controls = html.Div(
+        [
+            html.Div([html.Label("stage"), dcc.Dropdown(STAGES, f.stage, id=ids.FILTER_STAGE)]),
+            html.Div([html.Label("tag"), dcc.Dropdown(TAGS, f.tag, id=ids.FILTER_TAG)]),
+            html.Div(
+                [
+                    html.Label("chrF"),
+                    dcc.RangeSlider(
+                        0, 100, 5, value=chrf, id=ids.FILTER_CHRF, marks=None, tooltip={"placement": "bottom"}
+                    ),
+                ],
+                style={"minWidth": "220px"},
+            ),
+            html.Div(
+                [
+                    html.Label("source length"),
+                    dcc.Input(id=ids.FILTER_LEN, value=_len_text(f), debounce=True, placeholder="e.g. 10-30"),
+                ]
+            ),
+            html.Div(
+                [
+                    html.Label("search error"),
+                    dcc.Dropdown(
+                        ["true", "false"],
+                        None if f.search_error is None else str(f.search_error).lower(),
+                        id=ids.FILTER_SEARCH,
+                    ),
+                ]
+            ),
+            html.Div(
+                [
+                    html.Label("text contains"),
+                    dcc.Input(id=ids.FILTER_TEXT, value=f.text or "", debounce=True),
+                ]
+            ),
+            html.Div(
+                [
+                    html.Label("SQL condition"),
+                    dcc.Input(
+                        id=ids.FILTER_WHERE,
+                        value=f.where or "",
+                        placeholder="e.g. hyp_len > ref_len",
+                        style={"width": "260px"},
+                    ),
+                ]
+            ),
+            html.Button("apply", id=ids.FILTER_APPLY, n_clicks=0),
+        ],
+        className="filters",
+    )
+    confusion = (
+        html.Div(f"confusion: reference {f.ref_token!r} produced as {f.hyp_token!r}")
+        if f.ref_token is not None
+        else None
+    )
+    return html.Div(
+        [
+            dcc.Location(id=ids.GO, refresh="callback-nav"),
+            dcc.Store(id=ids.FILTERS, data={"run": run, **asdict(f)}),
+            run_picker(wh.run_ids(), run),
+            controls,
+            confusion,
+            html.Div(id=ids.GRID_COUNT),
+            html.Div(id=ids.GRID_ERROR, className="error"),
+            dag.AgGrid(
+                id=ids.GRID,
+                rowModelType="infinite",
+                columnDefs=COLUMNS,
+                defaultColDef={"sortable": True, "resizable": True},
+                dashGridOptions={
+                    "cacheBlockSize": 100,
+                    "maxBlocksInCache": 20,
+                    "rowSelection": {"mode": "singleRow"},
+                },
+                getRowId="params.data.sent_id",
+                style={"height": "620px"},
+            ),
+        ],
+        className="page",
+    )
+
+
+def _len_text(f: queries.Filters) -> str:
+    if f.min_len is None and f.max_len is None:
+        return ""
+    return f"{f.min_len if f.min_len is not None else ''}-{f.max_len if f.max_len is not None else ''}"
+
+
+@callback(
+    Output(ids.GRID, "getRowsResponse"),
+    Output(ids.GRID_COUNT, "children"),
+    Output(ids.GRID_ERROR, "children"),
+    Input(ids.GRID, "getRowsRequest"),
+    State(ids.FILTERS, "data"),
+)
+def rows(request: dict | None, state: dict) -> tuple:
+    """Serve one block of rows for the grid (sorting and filtering happen in DuckDB)."""
+    if not request:
+        return no_update, no_update, no_update
+    run = state.pop("run")
+    state.pop("sort", None)
+    sort = [(s["colId"], s["sort"]) for s in request.get("sortModel") or []]
+    f = queries.Filters(**{**state, "sort": sort})
+    try:
+        df, total = queries.explore(warehouse(), run, f, request["startRow"], request["endRow"])
+    except BeamscopeError as e:
+        return {"rowData": [], "rowCount": 0}, "", str(e)
+    return {"rowData": df.to_dicts(), "rowCount": total}, f"{total:,} sentences match", ""
+
+
+@callback(
+    Output(ids.GO, "href"),
+    Input(ids.FILTER_APPLY, "n_clicks"),
+    Input(ids.RUN_PICKER, "value"),
+    Input(ids.GRID, "cellClicked"),
+    State(ids.FILTER_STAGE, "value"),
+    State(ids.FILTER_TAG, "value"),
+    State(ids.FILTER_CHRF, "value"),
+    State(ids.FILTER_LEN, "value"),
+    State(ids.FILTER_SEARCH, "value"),
+    State(ids.FILTER_TEXT, "value"),
+    State(ids.FILTER_WHERE, "value"),
+    State(ids.FILTERS, "data"),
+    prevent_initial_call=True,
+)
+def navigate(_apply, picked, cell, stage, tag, chrf, length, search, text, where, state):  # noqa: ANN001, PLR0913
+    """The filters into the URL (the page reloads from it), or a clicked row to its sentence."""
+    if dash.ctx.triggered_id == ids.GRID:
+        return (
+            f"/run/{state['run']}/sentence/{int(cell['rowId'])}" if cell and cell.get("rowId") else no_update
+        )
+    lo, _, hi = (length or "").partition("-")
+    params = {
+        "run": picked or state["run"],
+        "stage": stage,
+        "tag": tag,
+        "min_chrf": chrf[0] if chrf and chrf[0] > 0 else None,
+        "max_chrf": chrf[1] if chrf and chrf[1] < 100 else None,
+        "min_len": lo.strip() or None,
+        "max_len": hi.strip() or None,
+        "search_error": search,
+        "text": text or None,
+        "where": where or None,
+        "ref_token": state.get("ref_token") if dash.ctx.triggered_id != ids.RUN_PICKER else None,
+        "hyp_token": state.get("hyp_token") if dash.ctx.triggered_id != ids.RUN_PICKER else None,
+    }
+    return "/sentences?" + urlencode({k: v for k, v in params.items() if v is not None})

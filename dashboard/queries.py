@@ -1,0 +1,207 @@
+"""Pure query functions for the dashboard: a warehouse and keyword arguments in, polars out.
+
+Nothing here imports Dash; every function is testable on a warehouse alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from warehouse import Warehouse
+
+STAGE_SQL = (
+    "CASE WHEN reference IS NULL THEN 'no_reference' WHEN exact_match THEN 'correct' ELSE blamed_stage END"
+)
+EXPLORER_COLUMNS = [
+    "sent_id", "stage", "error_tags", "chrf", "bleu", "hyp_score", "ref_score", "is_search_error",
+    "first_divergence_step", "src_len", "source", "reference", "hypothesis",
+]  # fmt: skip
+SORTABLE = set(EXPLORER_COLUMNS) - {"error_tags"}
+
+
+def run_info(wh: Warehouse, run: str) -> dict[str, Any]:
+    return wh.sql("SELECT * FROM runs WHERE run_id = ?", [run]).row(0, named=True)
+
+
+def stage_counts(wh: Warehouse, run: str) -> pl.DataFrame:
+    return wh.sql(
+        "SELECT name AS stage, n, share_of_sentences FROM error_summary "
+        "WHERE run_id = ? AND kind = 'stage' ORDER BY n DESC",
+        [run],
+    )
+
+
+def tag_counts(wh: Warehouse, run: str) -> pl.DataFrame:
+    return wh.sql(
+        "SELECT name AS tag, n, share_of_errors FROM error_summary "
+        "WHERE run_id = ? AND kind = 'tag' ORDER BY n DESC",
+        [run],
+    )
+
+
+def histogram(wh: Warehouse, run: str, column: str, width: float) -> pl.DataFrame:
+    """Counts of ``column`` (a numeric sentences column) in bins of ``width``."""
+    if column not in {"chrf", "bleu", "ter", "src_len", "hyp_len", "hyp_score"}:
+        raise ValueError(f"no histogram of {column!r}")
+    return wh.sql(
+        f"SELECT floor({column} / ?) * ? AS bin, count(*) AS n FROM sentences "
+        f"WHERE run_id = ? AND {column} IS NOT NULL GROUP BY 1 ORDER BY 1",
+        [width, width, run],
+    )
+
+
+def buckets(wh: Warehouse, run: str) -> pl.DataFrame:
+    return wh.sql(
+        "SELECT bucketing, bucket, bucket_order, ref_tokens, f_measure, precision, recall, sentences, "
+        "exact_match FROM bucket_accuracy WHERE run_id = ? ORDER BY bucketing, bucket_order",
+        [run],
+    )
+
+
+def confusions(wh: Warehouse, run: str, top: int = 15) -> pl.DataFrame:
+    return wh.sql(
+        "SELECT ref_token, hyp_token, n, example_sent_ids FROM token_confusions WHERE run_id = ? "
+        "ORDER BY n DESC, ref_token, hyp_token LIMIT ?",
+        [run, top],
+    )
+
+
+def worst(wh: Warehouse, run: str, top: int = 15) -> pl.DataFrame:
+    return wh.sql(
+        f"SELECT sent_id, {STAGE_SQL} AS stage, chrf, hyp_score, source, reference, hypothesis "
+        "FROM sentences WHERE run_id = ? AND reference IS NOT NULL AND NOT exact_match "
+        "ORDER BY chrf, hyp_score, sent_id LIMIT ?",
+        [run, top],
+    )
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The explorer's filters; every field maps to one parameterised SQL condition."""
+
+    stage: str | None = None
+    tag: str | None = None
+    min_chrf: float | None = None
+    max_chrf: float | None = None
+    min_len: int | None = None
+    max_len: int | None = None
+    search_error: bool | None = None
+    text: str | None = None
+    ref_token: str | None = None  # confusion: reference token at the divergence step ...
+    hyp_token: str | None = None  # ... and the produced one
+    length_bucket: tuple[int, int] | None = None
+    where: str | None = None  # free SQL condition over the sentence columns (checked by the sandbox)
+    sort: list[tuple[str, str]] = field(default_factory=list)
+
+    def conditions(self, run: str) -> tuple[list[str], list[Any]]:
+        conds, params = [], []
+        simple = [
+            (self.stage, "stage = ?"),
+            (self.tag, "list_contains(error_tags, ?)"),
+            (self.min_chrf, "chrf >= ?"),
+            (self.max_chrf, "chrf <= ?"),
+            (self.min_len, "src_len >= ?"),
+            (self.max_len, "src_len <= ?"),
+            (self.search_error, "is_search_error = ?"),
+        ]
+        for value, cond in simple:
+            if value is not None:
+                conds.append(cond)
+                params.append(value)
+        if self.text:
+            conds.append("(contains(source, ?) OR contains(reference, ?) OR contains(hypothesis, ?))")
+            params += [self.text] * 3
+        if self.length_bucket is not None:
+            conds.append("src_len BETWEEN ? AND ?")
+            params += list(self.length_bucket)
+        if self.ref_token is not None:
+            conds.append(
+                "sent_id IN (SELECT sent_id FROM sentence_errors WHERE run_id = ? AND ref_token = ? "
+                "AND coalesce(hyp_token, '(ended)') = ?)"
+            )
+            params += [run, self.ref_token, self.hyp_token]
+        return conds, params
+
+
+def explorer_sql(filters: Filters, run: str) -> tuple[str, str, list[Any]]:
+    """The page query and the count query of the explorer, and their parameters."""
+    conds, params = filters.conditions(run)
+    base = (
+        f"SELECT sent_id, {STAGE_SQL} AS stage, coalesce(error_tags, []::VARCHAR[]) AS error_tags, "
+        "chrf, bleu, hyp_score, ref_score, is_search_error, first_divergence_step, src_len, source, "
+        "reference, hypothesis, exact_match, ter, hyp_len, ref_len FROM sentences WHERE run_id = ?"
+    )
+    where = " AND ".join(conds) if conds else "true"
+    if filters.where:
+        where = f"({where}) AND ({filters.where})"
+    order = ", ".join(f"{c} {d.upper()}" for c, d in filters.sort if c in SORTABLE and d in ("asc", "desc"))
+    order = f"{order}, sent_id" if order else "sent_id"
+    page = (
+        f"SELECT {', '.join(EXPLORER_COLUMNS)} FROM ({base}) WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+    )
+    count = f"SELECT count(*) FROM ({base}) WHERE {where}"
+    return page, count, [run, *params]
+
+
+def explore(wh: Warehouse, run: str, filters: Filters, start: int, end: int) -> tuple[pl.DataFrame, int]:
+    """One page of the sentences matching ``filters`` and how many match in total."""
+    if filters.where:
+        from schemas import BeamscopeError
+
+        raise BeamscopeError("free SQL conditions need the SQL sandbox (not wired in yet)")
+    page, count, params = explorer_sql(filters, run)
+    rows = wh.sql(page, [*params, max(0, end - start), max(0, start)])
+    total = wh.sql(count, params).item()
+    return rows, total
+
+
+@dataclass(frozen=True)
+class SentenceView:
+    """Everything the five-stage view of one sentence shows."""
+
+    sentence: dict[str, Any]
+    source_tokens: pl.DataFrame
+    target_steps: pl.DataFrame
+    reference_steps: pl.DataFrame
+    attention: pl.DataFrame  # decoding, step, src_pos, layer, head, weight
+    beam_nodes: pl.DataFrame
+
+
+def sentence_view(wh: Warehouse, run: str, sent_id: int) -> SentenceView | None:
+    """The five stages of one sentence, or None if the run has no such sentence."""
+    key = [run, sent_id]
+    sentence = wh.sql(f"SELECT *, {STAGE_SQL} AS stage FROM sentences WHERE run_id = ? AND sent_id = ?", key)
+    if sentence.height == 0:
+        return None
+    q = "SELECT * EXCLUDE (run_id, sent_id) FROM {} WHERE run_id = ? AND sent_id = ? ORDER BY {}"
+    return SentenceView(
+        sentence.row(0, named=True),
+        wh.sql(q.format("source_tokens", "src_pos"), key),
+        wh.sql(q.format("target_steps", "step"), key),
+        wh.sql(q.format("reference_steps", "step"), key),
+        wh.sql(q.format("attention", "decoding, layer, head, step, src_pos"), key),
+        wh.sql(q.format("beam_nodes", "node_id"), key),
+    )
+
+
+def attention_matrix(
+    attention: pl.DataFrame, decoding: str, layer: int = -1, head: int = -1
+) -> list[list[float]]:
+    """[steps][src] weights of one decoding for one layer/head (-1/-1: the mean)."""
+    sel = attention.filter(
+        (pl.col("decoding") == decoding) & (pl.col("layer") == layer) & (pl.col("head") == head)
+    )
+    if sel.height == 0:
+        return []
+    n_src = sel["src_pos"].max() + 1
+    weights = sel.sort("step", "src_pos")["weight"].to_list()
+    return [weights[i : i + n_src] for i in range(0, len(weights), n_src)]
+
+
+def layer_heads(attention: pl.DataFrame) -> list[tuple[int, int]]:
+    """The (layer, head) pairs stored besides the mean, sorted."""
+    pairs = attention.filter(pl.col("layer") >= 0).select("layer", "head").unique().sort("layer", "head")
+    return [tuple(r) for r in pairs.iter_rows()]
