@@ -100,15 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(
         sub,
         "sql",
-        "run SQL against the warehouse views",
+        "run one read-only SELECT against the warehouse views (sandboxed)",
         '  beamscope sql --warehouse wh "SELECT run_id, n_sentences FROM runs"\n'
         '  beamscope sql --warehouse wh --format csv "SELECT * FROM sentences WHERE NOT exact_match"\n'
-        "tables: runs sentences source_tokens target_steps reference_steps attention beam_nodes skipped\n",
+        '  beamscope sql --warehouse wh --out errors.parquet "SELECT * FROM sentence_errors"\n'
+        "tables: runs sentences source_tokens target_steps reference_steps attention beam_nodes skipped\n"
+        "marts: sentence_errors error_summary token_confusions bucket_accuracy attention_coverage\n"
+        "Only SELECT (and SHOW TABLES / DESCRIBE / SUMMARIZE) over these views runs: no files, no writes.\n",
     )
     p.add_argument("--warehouse", required=True)
     p.add_argument("query")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    p.add_argument("--max-rows", type=int, default=50, help="rows shown in table format")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output on stdout")
+    p.add_argument(
+        "--out", default=None, help="write the result to FILE instead: .csv, .parquet, .json or .jsonl"
+    )
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds before the query is stopped")
+    p.add_argument(
+        "--max-rows", type=int, default=10_000, help="most rows returned (more are cut, with a warning)"
+    )
     p.set_defaults(handler=_sql)
 
     p = _verb(
@@ -239,23 +248,42 @@ def _index(a: argparse.Namespace) -> int:
 
 
 def _sql(a: argparse.Namespace) -> int:
-    import duckdb
     import polars as pl
 
-    from warehouse import open_warehouse
+    from schemas import ConfigError
+    from schemas.layout import atomic_path
+    from warehouse.sandbox import SafeSQL
 
-    with open_warehouse(a.warehouse) as wh:
-        try:
-            df = wh.sql(a.query)
-        except duckdb.Error as e:
-            raise BeamscopeError(f"SQL error: {str(e).splitlines()[0]}") from None
-    if a.format == "csv":
+    writers: dict[str, Callable[[pl.DataFrame, Path], object]] = {
+        ".csv": lambda df, p: df.write_csv(p),
+        ".parquet": lambda df, p: df.write_parquet(p),
+        ".json": lambda df, p: df.write_json(p),
+        ".jsonl": lambda df, p: df.write_ndjson(p),
+        ".ndjson": lambda df, p: df.write_ndjson(p),
+    }
+    out = Path(a.out) if a.out else None
+    if out is not None and out.suffix.lower() not in writers:
+        raise ConfigError(f"--out {a.out}: use a .csv, .parquet, .json or .jsonl file")
+    if not a.timeout > 0:
+        raise ConfigError("--timeout must be positive")
+    if a.max_rows < 1:
+        raise ConfigError("--max-rows must be at least 1")
+    with SafeSQL(a.warehouse, timeout_s=a.timeout, max_rows=a.max_rows) as sandbox:
+        result = sandbox.run(a.query)
+    df = result.df
+    if out is not None:
+        with atomic_path(out) as tmp:
+            writers[out.suffix.lower()](df, tmp)
+        print(f"wrote {df.height} rows to {out}")
+    elif a.format == "csv":
         sys.stdout.write(df.write_csv())
     elif a.format == "json":
         sys.stdout.write(df.write_ndjson())
     else:
-        with pl.Config(tbl_rows=a.max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
+        with pl.Config(tbl_rows=50, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
             print(df)
+    if result.truncated:
+        print(f"beamscope: warning: result cut to the first {a.max_rows} rows (--max-rows)", file=sys.stderr)
     return 0
 
 

@@ -9,10 +9,11 @@ from dash import Dash, dcc, html
 
 from dashboard.state import set_warehouse
 from warehouse import Warehouse
+from warehouse.sandbox import SafeSQL
 
 
-def create_app(warehouse: Warehouse) -> Dash:
-    set_warehouse(warehouse)
+def create_app(warehouse: Warehouse, sandbox: SafeSQL | None = None) -> Dash:
+    set_warehouse(warehouse, sandbox or SafeSQL(warehouse.root))
     app = Dash(
         __name__,
         use_pages=True,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import polars as pl
 from dash import dcc, html
 
-from dashboard import ids
-
 
 def card(label: str, value: str) -> html.Div:
     return html.Div(
@@ -14,11 +12,11 @@ def card(label: str, value: str) -> html.Div:
     )
 
 
-def run_picker(runs: list[str], run: str) -> html.Div:
+def run_picker(runs: list[str], run: str, picker_id: str) -> html.Div:
     return html.Div(
         [
             html.Span("run "),
-            dcc.Dropdown(runs, run, id=ids.RUN_PICKER, clearable=False, style={"width": "520px"}),
+            dcc.Dropdown(runs, run, id=picker_id, clearable=False, style={"width": "520px"}),
         ],
         style={"display": "flex", "alignItems": "center", "gap": "8px"},
     )

@@ -1,8 +1,11 @@
 """Component ids, in one place."""
 
 NAV = "nav"
-RUN_PICKER = "run-picker"
-GO = "go"  # a page's dcc.Location used for navigation from callbacks
+# each page navigates through its own dcc.Location and has its own run picker
+OVERVIEW_GO = "overview-go"
+OVERVIEW_RUN = "overview-run"
+EXPLORER_GO = "explorer-go"
+EXPLORER_RUN = "explorer-run"
 
 STAGE_BAR = "stage-bar"
 TAG_BAR = "tag-bar"

@@ -10,7 +10,9 @@ from typing import Any
 
 import polars as pl
 
+from schemas import BeamscopeError
 from warehouse import Warehouse
+from warehouse.sandbox import SafeSQL
 
 STAGE_SQL = (
     "CASE WHEN reference IS NULL THEN 'no_reference' WHEN exact_match THEN 'correct' ELSE blamed_stage END"
@@ -126,17 +128,19 @@ class Filters:
         return conds, params
 
 
+_USER = "/*user-condition*/"
+
+
 def explorer_sql(filters: Filters, run: str) -> tuple[str, str, list[Any]]:
-    """The page query and the count query of the explorer, and their parameters."""
+    """The page query and the count query of the explorer (with ``?`` parameters and a marker
+    where the user's free SQL condition goes), and their parameters (page: + limit, offset)."""
     conds, params = filters.conditions(run)
     base = (
         f"SELECT sent_id, {STAGE_SQL} AS stage, coalesce(error_tags, []::VARCHAR[]) AS error_tags, "
         "chrf, bleu, hyp_score, ref_score, is_search_error, first_divergence_step, src_len, source, "
         "reference, hypothesis, exact_match, ter, hyp_len, ref_len FROM sentences WHERE run_id = ?"
     )
-    where = " AND ".join(conds) if conds else "true"
-    if filters.where:
-        where = f"({where}) AND ({filters.where})"
+    where = " AND ".join([*conds, f"({_USER})"])
     order = ", ".join(f"{c} {d.upper()}" for c, d in filters.sort if c in SORTABLE and d in ("asc", "desc"))
     order = f"{order}, sent_id" if order else "sent_id"
     page = (
@@ -146,15 +150,38 @@ def explorer_sql(filters: Filters, run: str) -> tuple[str, str, list[Any]]:
     return page, count, [run, *params]
 
 
-def explore(wh: Warehouse, run: str, filters: Filters, start: int, end: int) -> tuple[pl.DataFrame, int]:
-    """One page of the sentences matching ``filters`` and how many match in total."""
-    if filters.where:
-        from schemas import BeamscopeError
+def sql_literal(value: Any) -> str:
+    """A SQL literal of a filter value (strings quoted, numbers and booleans checked)."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(float(value)) if isinstance(value, float) else str(int(value))
+    return "'" + str(value).replace("'", "''") + "'"
 
-        raise BeamscopeError("free SQL conditions need the SQL sandbox (not wired in yet)")
+
+def _inline(template: str, params: list[Any]) -> str:
+    parts = template.split("?")
+    assert len(parts) == len(params) + 1, "one value per placeholder"
+    return parts[0] + "".join(sql_literal(v) + rest for v, rest in zip(params, parts[1:], strict=True))
+
+
+def explore(
+    wh: Warehouse, run: str, filters: Filters, start: int, end: int, sandbox: SafeSQL | None = None
+) -> tuple[pl.DataFrame, int]:
+    """One page of the sentences matching ``filters`` and how many match in total.
+
+    A free SQL condition (``filters.where``) runs only through the read-only ``sandbox``.
+    """
     page, count, params = explorer_sql(filters, run)
-    rows = wh.sql(page, [*params, max(0, end - start), max(0, start)])
-    total = wh.sql(count, params).item()
+    limit = [max(0, end - start), max(0, start)]
+    if not filters.where:
+        page, count = page.replace(_USER, "true"), count.replace(_USER, "true")
+        return wh.sql(page, [*params, *limit]), wh.sql(count, params).item()
+    if sandbox is None:
+        raise BeamscopeError("free SQL conditions need the SQL sandbox")
+    condition = filters.where
+    rows = sandbox.run(_inline(page, [*params, *limit]).replace(_USER, condition)).df
+    total = sandbox.run(_inline(count, params).replace(_USER, condition)).df.item()
     return rows, total
 
 

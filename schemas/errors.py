@@ -37,3 +37,14 @@ class SchemaVersionError(WarehouseError):
 
 class ConfigError(BeamscopeError):
     """Options that contradict each other or are out of range."""
+
+
+class QueryRefused(WarehouseError):
+    """SQL the sandbox would not run or that failed: a refusal, a SQL error, a timeout (one line).
+
+    ``reason`` tells them apart for callers that care: 'refused', 'error', 'timeout' or 'busy'.
+    """
+
+    def __init__(self, message: str, *, reason: str = "refused") -> None:
+        super().__init__(message)
+        self.reason = reason

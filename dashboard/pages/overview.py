@@ -37,9 +37,9 @@ def layout(run: str | None = None, **_: str) -> html.Div:
     worst = queries.worst(wh, run)
     return html.Div(
         [
-            dcc.Location(id=ids.GO, refresh="callback-nav"),
-            dcc.Store(id=ids.RUN_PICKER + "-value", data=run),
-            run_picker(wh.run_ids(), run),
+            dcc.Location(id=ids.OVERVIEW_GO, refresh="callback-nav"),
+            dcc.Store(id=ids.OVERVIEW_RUN + "-value", data=run),
+            run_picker(wh.run_ids(), run, ids.OVERVIEW_RUN),
             html.Div(cards, className="cards"),
             html.Div(
                 [
@@ -133,8 +133,8 @@ _LEN_BUCKETS = {
 
 
 @callback(
-    Output(ids.GO, "href"),
-    Input(ids.RUN_PICKER, "value"),
+    Output(ids.OVERVIEW_GO, "href"),
+    Input(ids.OVERVIEW_RUN, "value"),
     Input(ids.STAGE_BAR, "clickData"),
     Input(ids.TAG_BAR, "clickData"),
     Input(ids.CHRF_HIST, "clickData"),
@@ -142,13 +142,13 @@ _LEN_BUCKETS = {
     Input(ids.LEN_BUCKETS, "clickData"),
     Input({"table": ids.CONFUSIONS, "row": dash.ALL}, "n_clicks"),
     Input({"table": ids.WORST, "row": dash.ALL}, "n_clicks"),
-    State(ids.RUN_PICKER + "-value", "data"),
+    State(ids.OVERVIEW_RUN + "-value", "data"),
     prevent_initial_call=True,
 )
 def navigate(picked, stage, tag, chrf, length, bucket, _conf, _worst, run):  # noqa: ANN001, PLR0913
     """Turn a click on any number into the URL of the sentences behind it."""
     trigger = dash.ctx.triggered_id
-    if trigger == ids.RUN_PICKER:
+    if trigger == ids.OVERVIEW_RUN:
         return "/?" + urlencode({"run": picked}) if picked != run else no_update
     if not dash.ctx.triggered or dash.ctx.triggered[0]["value"] in (None, 0):
         return no_update

@@ -11,7 +11,7 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import ids, queries
 from dashboard.components import run_picker
-from dashboard.state import warehouse
+from dashboard.state import sandbox, warehouse
 from schemas import BeamscopeError
 
 dash.register_page(__name__, path="/sentences", name="Sentences", order=1)
@@ -134,9 +134,9 @@ def layout(run: str | None = None, **args: str) -> html.Div:
     )
     return html.Div(
         [
-            dcc.Location(id=ids.GO, refresh="callback-nav"),
+            dcc.Location(id=ids.EXPLORER_GO, refresh="callback-nav"),
             dcc.Store(id=ids.FILTERS, data={"run": run, **asdict(f)}),
-            run_picker(wh.run_ids(), run),
+            run_picker(wh.run_ids(), run, ids.EXPLORER_RUN),
             controls,
             confusion,
             html.Div(id=ids.GRID_COUNT),
@@ -149,9 +149,8 @@ def layout(run: str | None = None, **args: str) -> html.Div:
                 dashGridOptions={
                     "cacheBlockSize": 100,
                     "maxBlocksInCache": 20,
-                    "rowSelection": {"mode": "singleRow"},
+                    "rowSelection": {"mode": "singleRow", "checkboxes": False, "enableClickSelection": True},
                 },
-                getRowId="params.data.sent_id",
                 style={"height": "620px"},
             ),
         ],
@@ -181,17 +180,17 @@ def rows(request: dict | None, state: dict) -> tuple:
     sort = [(s["colId"], s["sort"]) for s in request.get("sortModel") or []]
     f = queries.Filters(**{**state, "sort": sort})
     try:
-        df, total = queries.explore(warehouse(), run, f, request["startRow"], request["endRow"])
+        df, total = queries.explore(warehouse(), run, f, request["startRow"], request["endRow"], sandbox())
     except BeamscopeError as e:
         return {"rowData": [], "rowCount": 0}, "", str(e)
     return {"rowData": df.to_dicts(), "rowCount": total}, f"{total:,} sentences match", ""
 
 
 @callback(
-    Output(ids.GO, "href"),
+    Output(ids.EXPLORER_GO, "href"),
     Input(ids.FILTER_APPLY, "n_clicks"),
-    Input(ids.RUN_PICKER, "value"),
-    Input(ids.GRID, "cellClicked"),
+    Input(ids.EXPLORER_RUN, "value"),
+    Input(ids.GRID, "selectedRows"),
     State(ids.FILTER_STAGE, "value"),
     State(ids.FILTER_TAG, "value"),
     State(ids.FILTER_CHRF, "value"),
@@ -202,12 +201,12 @@ def rows(request: dict | None, state: dict) -> tuple:
     State(ids.FILTERS, "data"),
     prevent_initial_call=True,
 )
-def navigate(_apply, picked, cell, stage, tag, chrf, length, search, text, where, state):  # noqa: ANN001, PLR0913
+def navigate(_apply, picked, selected, stage, tag, chrf, length, search, text, where, state):  # noqa: ANN001, PLR0913
     """The filters into the URL (the page reloads from it), or a clicked row to its sentence."""
     if dash.ctx.triggered_id == ids.GRID:
-        return (
-            f"/run/{state['run']}/sentence/{int(cell['rowId'])}" if cell and cell.get("rowId") else no_update
-        )
+        if not selected:
+            return no_update
+        return f"/run/{state['run']}/sentence/{int(selected[0]['sent_id'])}"
     lo, _, hi = (length or "").partition("-")
     params = {
         "run": picked or state["run"],
@@ -220,7 +219,7 @@ def navigate(_apply, picked, cell, stage, tag, chrf, length, search, text, where
         "search_error": search,
         "text": text or None,
         "where": where or None,
-        "ref_token": state.get("ref_token") if dash.ctx.triggered_id != ids.RUN_PICKER else None,
-        "hyp_token": state.get("hyp_token") if dash.ctx.triggered_id != ids.RUN_PICKER else None,
+        "ref_token": state.get("ref_token") if dash.ctx.triggered_id != ids.EXPLORER_RUN else None,
+        "hyp_token": state.get("hyp_token") if dash.ctx.triggered_id != ids.EXPLORER_RUN else None,
     }
     return "/sentences?" + urlencode({k: v for k, v in params.items() if v is not None})
