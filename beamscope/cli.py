@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(
         sub,
         "demo",
-        "train the dates model (if not cached), trace test and train splits, index",
+        "train the dates model (if not cached), trace test and train splits, index, serve the dashboard",
         "  beamscope demo\n  beamscope demo --dir /tmp/beamscope-demo --test 500 --train 2000\n",
     )
     p.add_argument("--dir", default="demo", help="where the model and the warehouse go")
@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=int, default=2000, help="test sentences to trace")
     p.add_argument("--train", type=int, default=20000, help="training sentences to trace (for neighbours)")
     p.add_argument("--minutes", type=float, default=5.0, help="training time budget")
+    p.add_argument("--no-serve", action="store_true", help="stop after tracing; do not serve the dashboard")
+    p.add_argument("--port", type=int, default=8050, help="dashboard port (127.0.0.1)")
     _add_device(p)
     p.set_defaults(handler=_demo)
     return parser
@@ -318,7 +320,14 @@ def _demo(a: argparse.Namespace) -> int:
 
     run_demo(
         DemoConfig(
-            dir=Path(a.dir), arch=a.arch, n_test=a.test, n_train=a.train, minutes=a.minutes, device=a.device
+            dir=Path(a.dir),
+            arch=a.arch,
+            n_test=a.test,
+            n_train=a.train,
+            minutes=a.minutes,
+            device=a.device,
+            serve=not a.no_serve,
+            port=a.port,
         )
     )
     return 0

@@ -23,6 +23,8 @@ class DemoConfig:
     n_train: int = 20000
     minutes: float = 5.0
     device: str = "auto"
+    serve: bool = True
+    port: int = 8050
 
 
 SUMMARY_SQL = """
@@ -95,4 +97,9 @@ def run_demo(cfg: DemoConfig) -> Path:
             print(f"  {row['reference']!r} -> {row['produced']!r}  x{row['n']}  (sent {row['example']})")
     query = "SELECT * FROM sentences WHERE NOT exact_match LIMIT 5"
     print(f'\ntry: beamscope sql --warehouse {warehouse} "{query}"')
+    print(f"     beamscope errors --warehouse {warehouse} --run {runs[1]}")
+    if cfg.serve:
+        from dashboard.server import serve
+
+        serve(str(warehouse), "127.0.0.1", cfg.port)
     return warehouse
