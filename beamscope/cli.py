@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--part-size", type=int, default=1024, help="sentences per Parquet part")
     p.add_argument("--no-vectors", action="store_true", help="do not store encoder/decoder states")
+    p.add_argument(
+        "--neighbours-run",
+        default="auto",
+        help="training run whose states the encoder/decoder blame rules use (auto: the newest traced "
+        "train-split run of the same model; none: off)",
+    )
     _add_decoding(p)
     _add_device(p)
     p.set_defaults(handler=_trace)
@@ -223,6 +229,7 @@ def _trace(a: argparse.Namespace) -> int:
             batch_size=a.batch_size,
             part_size=a.part_size,
             vectors=not a.no_vectors,
+            neighbours_run=None if a.neighbours_run == "none" else a.neighbours_run,
             device=a.device,
         )
     )
