@@ -53,9 +53,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from schemas import TABLES
 from schemas.errors import QueryRefused, WarehouseError
-from schemas.layout import read_manifest, table_glob
+from schemas.layout import read_manifest
 from warehouse.marts import mart_statements
 from warehouse.views import view_statements
 
@@ -333,18 +332,13 @@ class SafeSQL:
 def absolute_view_statements(root: Path) -> list[str]:
     """The views of ``warehouse.views`` and the marts, reading the tables by absolute path.
 
-    ``create_views`` uses relative globs resolved through ``file_search_path``; DuckDB checks such a
-    relative pattern against ``allowed_directories`` *before* resolving it (relative to the process's
-    working directory), so a locked connection could not read it. Absolute paths need no search path.
+    DuckDB checks a relative glob against ``allowed_directories`` *before* resolving it (relative to
+    the process's working directory), so a locked connection could only read absolute paths.
     """
-    base = root.resolve()
-    out = []
-    for stmt in view_statements(root) + mart_statements():
-        for name in TABLES:
-            stmt = stmt.replace(f"'{table_glob(name)}'", f"'{_quote((base / table_glob(name)).as_posix())}'")
+    out = view_statements(root) + mart_statements()
+    for stmt in out:
         if "'tables/" in stmt:
             raise WarehouseError(f"SQL sandbox: a view still reads a relative path: {stmt[:80]}")
-        out.append(stmt)
     return out
 
 
