@@ -43,51 +43,29 @@ def layout(run: str | None = None, **_: str) -> html.Div:
             html.Div(cards, className="cards"),
             html.Div(
                 [
-                    html.Div(
-                        dcc.Graph(id=ids.STAGE_BAR, figure=figures.stage_bar(queries.stage_counts(wh, run))),
-                        className="panel",
-                    ),
-                    html.Div(
-                        dcc.Graph(id=ids.TAG_BAR, figure=figures.tag_bar(queries.tag_counts(wh, run))),
-                        className="panel",
-                    ),
-                    html.Div(
-                        dcc.Graph(
-                            id=ids.CHRF_HIST,
-                            figure=figures.histogram(
-                                queries.histogram(wh, run, "chrf", 5), 5, "Sentence chrF (click a bin)"
-                            ),
+                    _graph(ids.STAGE_BAR, figures.stage_bar(queries.stage_counts(wh, run))),
+                    _graph(ids.TAG_BAR, figures.tag_bar(queries.tag_counts(wh, run))),
+                    _graph(
+                        ids.CHRF_HIST,
+                        figures.histogram(
+                            queries.histogram(wh, run, "chrf", 5), 5, "Sentence chrF (click a bin)"
                         ),
-                        className="panel",
                     ),
-                    html.Div(
-                        dcc.Graph(
-                            id=ids.LEN_HIST,
-                            figure=figures.histogram(
-                                queries.histogram(wh, run, "src_len", 5),
-                                5,
-                                "Source length in tokens (click a bin)",
-                            ),
+                    _graph(
+                        ids.LEN_HIST,
+                        figures.histogram(
+                            queries.histogram(wh, run, "src_len", 5),
+                            5,
+                            "Source length in tokens (click a bin)",
                         ),
-                        className="panel",
                     ),
-                    html.Div(
-                        dcc.Graph(
-                            id=ids.FREQ_BUCKETS,
-                            figure=figures.bucket_chart(
-                                b, "ref_token_frequency", "Token F by training frequency"
-                            ),
-                        ),
-                        className="panel",
+                    _graph(
+                        ids.FREQ_BUCKETS,
+                        figures.bucket_chart(b, "ref_token_frequency", "Token F by training frequency"),
                     ),
-                    html.Div(
-                        dcc.Graph(
-                            id=ids.LEN_BUCKETS,
-                            figure=figures.bucket_chart(
-                                b, "source_length", "Token F by source length (click a bucket)"
-                            ),
-                        ),
-                        className="panel",
+                    _graph(
+                        ids.LEN_BUCKETS,
+                        figures.bucket_chart(b, "source_length", "Token F by source length (click a bucket)"),
                     ),
                 ],
                 className="grid2",
@@ -116,6 +94,10 @@ def layout(run: str | None = None, **_: str) -> html.Div:
         ],
         className="page",
     )
+
+
+def _graph(graph_id: str, figure: object) -> html.Div:
+    return html.Div(dcc.Graph(id=graph_id, figure=figure), className="panel")
 
 
 def _explorer(run: str, **filters: object) -> str:
