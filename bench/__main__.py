@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import trace_speed
+from bench import hf_speed, trace_speed
 
 
 def main() -> None:
@@ -12,6 +12,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     trace_speed.main(args.device)
+    hf_speed.main(args.device)
 
 
 if __name__ == "__main__":

@@ -120,6 +120,7 @@ def beam_search(
     forced = _prefix_tensor(prefixes, b, k, cfg.max_len, dev)
 
     tokens = torch.full((b * k,), model.bos_id, dtype=torch.long, device=dev)
+    start = tokens[:, None]
     run_scores = torch.zeros(b, k, device=dev)
     run_scores[:, 1:] = NEG
     run_seqs = torch.full((b, k, cfg.max_len), model.pad_id, dtype=torch.long, device=dev)
@@ -134,7 +135,9 @@ def beam_search(
 
     for t in range(cfg.max_len):
         out = model.step(enc, tokens, cache, edit if edit is not None and edit.step == t else None)
-        logprobs = model.adjust_logprobs(torch.log_softmax(out.logits.float(), dim=-1), t)
+        prefix = torch.cat([start, run_seqs[:, :, :t].reshape(b * k, t)], dim=1)  # [rows, t + 1]
+        logprobs = torch.log_softmax(out.logits.float(), dim=-1)
+        logprobs = model.adjust_logprobs(logprobs, t, prefix=prefix, max_len=cfg.max_len)
         if forced is not None:
             logprobs = _force(logprobs, forced[:, t])
         if rec is not None:

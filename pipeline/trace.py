@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -24,11 +25,11 @@ from pipeline.errors import Taxonomy
 from pipeline.forced import force_decode
 from pipeline.metrics import corpus_scores, sentence_scores
 from pipeline.models import load_model, resolve_device
-from pipeline.models.protocol import Seq2SeqAdapter
+from pipeline.models.protocol import Encoded, Seq2SeqAdapter
 from pipeline.neighbours import find_training_run, load_training_states
 from pipeline.records import PartBuilder, Traced
 from pipeline.writer import RunWriter, run_row
-from schemas import ConfigError
+from schemas import ConfigError, WarehouseError
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,8 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
     if writer.is_complete():
         return TraceSummary(run_id, root, len(examples), writer.count_rows("skipped"), len(done), True)
     training = load_training_states(root, neighbours_run) if neighbours_run else None
+    if neighbours_run and training is None:
+        raise WarehouseError(f"neighbours run {neighbours_run!r} has no stored states in this warehouse")
     todo = [p for p in range(n_parts) if p not in done]
     bar = tqdm(
         total=len(examples),
@@ -214,13 +217,24 @@ def trace_part(
     return builder
 
 
-def _select(enc, rows: list[int]):
-    """The encoder output of a subset of the batch."""
+def _select(enc: Encoded, rows: list[int]) -> Encoded:
+    """The encoder output of a subset of the batch (``memory`` too, where it is per sentence)."""
     index = torch.tensor(rows, device=enc.states.device)
     return dataclasses.replace(
         enc,
         states=enc.states.index_select(0, index),
         mask=enc.mask.index_select(0, index),
         layer_states=None if enc.layer_states is None else enc.layer_states.index_select(0, index),
-        memory=enc.memory,
+        memory=_select_rows(enc.memory, index, enc.states.shape[0]),
     )
+
+
+def _select_rows(value: Any, index: torch.Tensor, batch: int) -> Any:
+    """Tensors [batch, ...] inside ``value`` (dicts, lists, tuples) cut to ``index``; the rest as is."""
+    if isinstance(value, torch.Tensor):
+        return value.index_select(0, index) if value.dim() > 0 and value.shape[0] == batch else value
+    if isinstance(value, dict):
+        return {k: _select_rows(v, index, batch) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_select_rows(v, index, batch) for v in value)
+    return value

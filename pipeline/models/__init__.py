@@ -40,10 +40,24 @@ def load_model(path: str | Path, device: str | torch.device = "auto") -> Seq2Seq
         raise CheckpointError(f"not valid JSON ({e})", path=str(config)) from None
     if isinstance(kind, dict) and kind.get("format") == FORMAT:
         return load_builtin(path, dev)
+    if isinstance(kind, dict) and "format" not in kind and "model_type" in kind:
+        return _load_hf(path, dev)
     raise CheckpointError(
-        'not a beamscope checkpoint (config.json has no "format": "beamscope-model")',
+        'not a beamscope checkpoint (config.json has no "format": "beamscope-model")'
+        ' nor a Hugging Face model (no "model_type")',
         path=str(config),
     )
+
+
+def _load_hf(path: Path, device: torch.device) -> Seq2SeqAdapter:
+    """A Hugging Face model directory (imported lazily: transformers is an optional extra)."""
+    try:
+        from pipeline.models.hf import load_hf
+    except ImportError as e:
+        raise CheckpointError(
+            f"a Hugging Face model needs transformers ({e}; pip install 'beamscope[hf]')", path=str(path)
+        ) from None
+    return load_hf(path, device)
 
 
 __all__ = ["BuiltinModel", "Seq2SeqAdapter", "load_model", "resolve_device"]

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from pipeline.models.lstm import LSTMConfig, LSTMSeq2Seq
 from pipeline.models.protocol import AttentionEdit, Encoded, ForcedOutput, StepOutput
 from pipeline.models.transformer import Transformer, TransformerConfig
-from pipeline.vocab import BOS, EOS, PAD, Vocab
+from pipeline.vocab import BOS, EOS, PAD, UNK, Vocab
 from schemas import CheckpointError
 
 FORMAT = "beamscope-model"
@@ -43,7 +43,7 @@ def build_net(arch: str, src_vocab: int, tgt_vocab: int, **sizes: Any) -> nn.Mod
 class BuiltinModel:
     """A built-in network with its vocabularies; implements ``Seq2SeqAdapter``."""
 
-    bos_id, eos_id, pad_id = BOS, EOS, PAD
+    bos_id, eos_id, pad_id, unk_id = BOS, EOS, PAD, UNK
 
     def __init__(
         self,
@@ -100,7 +100,9 @@ class BuiltinModel:
     def forced(self, enc: Encoded, tgt_in: Tensor) -> ForcedOutput:
         return self.net.forced(enc, tgt_in)
 
-    def adjust_logprobs(self, logprobs: Tensor, step: int) -> Tensor:
+    def adjust_logprobs(
+        self, logprobs: Tensor, step: int, prefix: Tensor | None = None, max_len: int | None = None
+    ) -> Tensor:
         logprobs[:, PAD] = float("-inf")
         logprobs[:, BOS] = float("-inf")
         return logprobs

@@ -1,0 +1,471 @@
+"""Hugging Face adapter: the traced beam search against transformers' own ``generate``.
+
+Tiny Marian, T5 and BART models are built from configs with random (seeded) weights and
+tokenizers trained here (sentence-piece unigram, byte-level BPE); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+import torch
+import transformers
+from tokenizers import ByteLevelBPETokenizer
+
+from pipeline.batching import pad
+from pipeline.beam import DecodeConfig, beam_search
+from pipeline.forced import force_decode
+from pipeline.models import BuiltinModel, Seq2SeqAdapter, load_model
+from pipeline.models.hf import HFModel
+from pipeline.models.protocol import AttentionEdit, Encoded
+from pipeline.trace import TraceConfig, _select, trace
+from pipeline.vocab import UNK
+from schemas import CheckpointError, ConfigError
+from warehouse import open_warehouse
+
+pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
+FAMILIES = ["marian", "t5", "bart"]
+SIZES = dict(d_model=32, layers=2, heads=4, ffn=64)
+MAX_NEW = 12
+ATOL = 1e-4
+
+
+def sentences(n: int, seed: int = 0) -> list[str]:
+    """Pseudo-words from syllables, so that the tokenizers split some of them into pieces."""
+    rng = random.Random(seed)
+    syllables = "ka lo mi ne ru ta so vi de pa gu fe zo li ba no".split()
+    words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(120)]
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(2, 10))) for _ in range(n)]
+
+
+TEXT = sentences(400)
+SOURCES = [TEXT[i] for i in (3, 10, 0, 7, 21, 5)]  # different lengths: the batch is padded
+
+
+def _spm(size: int) -> bytes:
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(TEXT),
+        model_writer=buf,
+        vocab_size=size,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        hard_vocab_limit=False,
+        minloglevel=2,
+        num_threads=1,
+    )
+    return buf.getvalue()
+
+
+def _randomise(model, std: float = 0.3, eos_bias: float | None = None) -> None:
+    """Larger random weights than the init, so that distributions are peaked and varied
+    (``std`` and ``eos_bias`` are chosen per family so that hypotheses end at different steps)."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+        if eos_bias is not None:  # some hypotheses end early, so lengths compete
+            model.final_logits_bias.zero_()
+            model.final_logits_bias[0, model.config.eos_token_id] = eos_bias
+
+
+def build_marian(out: Path) -> None:
+    out.mkdir(parents=True)
+    proto = _spm(200)
+    sp = spm.SentencePieceProcessor(model_proto=proto)
+    (out / "source.spm").write_bytes(proto)
+    (out / "target.spm").write_bytes(proto)
+    vocab = {"</s>": 0, "<unk>": 1}
+    for piece in (sp.id_to_piece(i) for i in range(sp.get_piece_size())):
+        vocab.setdefault(piece, len(vocab)) if piece != "<pad>" else None
+    vocab["<pad>"] = pad_id = len(vocab)
+    (out / "vocab.json").write_text(json.dumps(vocab))
+    tok = transformers.MarianTokenizer(
+        str(out / "source.spm"), str(out / "target.spm"), str(out / "vocab.json")
+    )
+    config = transformers.MarianConfig(
+        vocab_size=len(vocab),
+        d_model=SIZES["d_model"],
+        encoder_layers=SIZES["layers"],
+        decoder_layers=SIZES["layers"],
+        encoder_attention_heads=SIZES["heads"],
+        decoder_attention_heads=SIZES["heads"],
+        encoder_ffn_dim=SIZES["ffn"],
+        decoder_ffn_dim=SIZES["ffn"],
+        max_position_embeddings=64,
+        pad_token_id=pad_id,
+        eos_token_id=0,
+        decoder_start_token_id=pad_id,
+    )
+    model = transformers.MarianMTModel(config)
+    _randomise(model, std=0.15, eos_bias=1.0)
+    gen = model.generation_config  # what opus-mt checkpoints ship
+    gen.bad_words_ids, gen.forced_eos_token_id, gen.max_length, gen.num_beams = [[pad_id]], 0, 512, 4
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def build_t5(out: Path) -> None:
+    sp = spm.SentencePieceProcessor(model_proto=_spm(200))
+    tok = transformers.T5Tokenizer(
+        vocab=[(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())], extra_ids=0
+    )
+    config = transformers.T5Config(
+        vocab_size=sp.get_piece_size(),
+        d_model=SIZES["d_model"],
+        d_kv=SIZES["d_model"] // SIZES["heads"],
+        d_ff=SIZES["ffn"],
+        num_layers=SIZES["layers"],
+        num_heads=SIZES["heads"],
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        tie_word_embeddings=False,  # as T5 v1.1 and Flan-T5
+    )
+    model = transformers.T5ForConditionalGeneration(config)
+    _randomise(model)
+    _eos_along_mean_state(model, tok, 2.5)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def _eos_along_mean_state(model, tok, value: float) -> None:
+    """T5 has no logits bias: raise the EOS logit of the average decoder state by ``value`` instead."""
+    batch = tok(TEXT[:32], text_target=TEXT[32:64], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        mean = model(**batch, output_hidden_states=True).decoder_hidden_states[-1][:, 1:].mean(dim=(0, 1))
+        model.lm_head.weight[model.config.eos_token_id] += value * mean / mean.dot(mean)
+
+
+def build_bart(out: Path) -> None:
+    bpe = ByteLevelBPETokenizer()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe.train_from_iterator(
+        TEXT, vocab_size=300, min_frequency=2, special_tokens=specials, show_progress=False
+    )
+    spec = json.loads(bpe._tokenizer.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]
+    tok = transformers.BartTokenizer(vocab=spec["vocab"], merges=merges)
+    config = transformers.BartConfig(
+        vocab_size=len(spec["vocab"]),
+        d_model=SIZES["d_model"],
+        encoder_layers=SIZES["layers"],
+        decoder_layers=SIZES["layers"],
+        encoder_attention_heads=SIZES["heads"],
+        decoder_attention_heads=SIZES["heads"],
+        encoder_ffn_dim=SIZES["ffn"],
+        decoder_ffn_dim=SIZES["ffn"],
+        max_position_embeddings=64,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+    )
+    model = transformers.BartForConditionalGeneration(config)
+    _randomise(model, eos_bias=3.0)
+    gen = model.generation_config  # the processors of bart-large-cnn, except a short min_length
+    gen.forced_bos_token_id, gen.forced_eos_token_id, gen.no_repeat_ngram_size, gen.min_length = 0, 2, 3, 3
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+BUILDERS = {"marian": build_marian, "t5": build_t5, "bart": build_bart}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Models this small run fastest on one thread (and stay fast on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def hf_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hf")
+    for name, build in BUILDERS.items():
+        build(root / name)
+    return {name: root / name for name in BUILDERS}
+
+
+@pytest.fixture(scope="module")
+def models(hf_dirs: dict[str, Path]) -> dict[str, HFModel]:
+    return {name: load_model(path, "cpu") for name, path in hf_dirs.items()}
+
+
+def _batch(model: HFModel, sources: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    return pad([model.src_ids(s) for s in sources], model.pad_id, model.device)
+
+
+def _generate(model: HFModel, src, mask, beam: int, length_penalty: float, early_stopping=False):
+    return model.net.generate(
+        input_ids=src,
+        attention_mask=mask.long(),
+        num_beams=beam,
+        length_penalty=length_penalty,
+        max_new_tokens=MAX_NEW,
+        do_sample=False,
+        early_stopping=early_stopping,
+        num_return_sequences=1,
+        output_scores=True,
+        output_logits=True,
+        output_attentions=True,
+        output_hidden_states=True,
+        return_dict_in_generate=True,
+    )
+
+
+def _hyp(model: HFModel, d) -> list[int]:
+    return d.ids + ([model.eos_id] if d.ended else [])
+
+
+def _forced_tokens(model: HFModel, steps: int) -> dict[int, int]:
+    """Steps where the generation config forces a token (first: forced BOS, last: forced EOS)."""
+    gen, forced = model.net.generation_config, {}
+    if gen.forced_bos_token_id is not None:
+        forced[0] = gen.forced_bos_token_id
+    if gen.forced_eos_token_id is not None and steps == MAX_NEW:
+        forced[MAX_NEW - 1] = gen.forced_eos_token_id
+    return forced
+
+
+def test_directory_with_model_type_is_loaded_as_hugging_face(models, hf_dirs) -> None:
+    for name, model in models.items():
+        tok = transformers.AutoTokenizer.from_pretrained(hf_dirs[name], local_files_only=True)
+        assert isinstance(model, HFModel) and isinstance(model, Seq2SeqAdapter)
+        assert model.arch == f"hf-{name}" and model.hash
+        assert model.unk_id == tok.unk_token_id
+        assert model.bos_id == model.net.generation_config.decoder_start_token_id
+        assert model.vocab_size == model.net.config.vocab_size
+    assert models["marian"].max_src_len == 64 and models["bart"].max_src_len == 64
+    assert models["t5"].max_src_len is None  # relative positions, tokenizer without a limit
+    assert BuiltinModel.unk_id == UNK
+
+
+def test_word_starts_of_sentence_pieces_and_byte_level_bpe(models) -> None:
+    marian, bart = models["marian"], models["bart"]
+    assert marian.word_starts(["▁deneba", "▁deno", "mi", "</s>"]) == [True, True, False, True]
+    starts = bart.word_starts(["<s>", "de", "ne", "Ġde", "no", "</s>"])
+    assert starts == [True, True, False, True, False, True]
+    for model in models.values():  # on real tokenizations: one start per word, plus the specials
+        ids = model.src_ids(TEXT[5])
+        specials = sum(i in model.tokenizer.all_special_ids for i in ids)
+        assert sum(model.word_starts(model.src_pieces(ids))) == len(TEXT[5].split()) + specials
+
+
+def test_select_cuts_per_sentence_memory() -> None:
+    memory = {"x": torch.arange(3), "n": 7}
+    enc = Encoded(states=torch.zeros(3, 4, 2), mask=torch.ones(3, 4, dtype=torch.bool), memory=memory)
+    sub = _select(enc, [2, 0])
+    assert sub.states.shape == (2, 4, 2) and sub.memory["x"].tolist() == [2, 0] and sub.memory["n"] == 7
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("beam", [1, 4, 5])
+@pytest.mark.parametrize("length_penalty", [1.0, 0.6, 2.0])
+def test_beam_search_equals_generate(models, name, beam, length_penalty) -> None:
+    """Hypotheses, scores, cross-attention and decoder states of the best path, against generate()."""
+    model = models[name]
+    cfg = DecodeConfig(beam=beam, topk=5, max_len=MAX_NEW, length_penalty=length_penalty, per_head=True)
+    src, mask = _batch(model, SOURCES)
+    with torch.inference_mode():
+        ours = beam_search(model, model.encode(src, mask), cfg, trace=True)
+        out = _generate(model, src, mask, beam, length_penalty)
+    steps = len(out.cross_attentions)
+    for i, d in enumerate(ours):
+        seq = out.sequences[i, 1:].tolist()
+        hyp = _hyp(model, d)
+        fill = {model.pad_id, model.eos_id}  # what generate writes after a finished hypothesis
+        assert seq[: len(hyp)] == hyp and set(seq[len(hyp) :]) <= fill, (i, hyp, seq)
+        rows = out.beam_indices[i, : len(hyp)].tolist() if beam > 1 else [i] * len(hyp)
+        if beam > 1:
+            assert d.score == pytest.approx(float(out.sequences_scores[i]), abs=ATOL)
+        else:  # greedy: generate gives no sequence score; check each step's log-probability
+            logits = out.logits[: len(hyp)]  # [steps] of [batch, vocab]
+            raw = torch.stack(
+                [torch.log_softmax(x[i].float(), -1)[t] for x, t in zip(logits, hyp, strict=True)]
+            )
+            expected = raw.clone()
+            for step, token in _forced_tokens(model, len(hyp)).items():
+                assert hyp[step] == token
+                expected[step] = 0.0
+            np.testing.assert_allclose(d.steps.logprobs, expected.numpy(), atol=ATOL)
+            assert d.score == pytest.approx(float(expected.sum()) / len(hyp) ** length_penalty, abs=ATOL)
+        assert len(hyp) <= steps
+        attn = np.stack(
+            [
+                torch.stack([layer[r, :, -1] for layer in out.cross_attentions[t]]).numpy()
+                for t, r in enumerate(rows)
+            ]
+        )  # [steps, layers, heads, src]
+        np.testing.assert_allclose(d.steps.attention, attn, atol=1e-5)
+        states = np.stack([out.decoder_hidden_states[t][-1][r, -1].numpy() for t, r in enumerate(rows)])
+        np.testing.assert_allclose(d.steps.states, states, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("early_stopping", [True, "never"])
+def test_early_stopping_variants_equal_generate(models, name, early_stopping) -> None:
+    model = models[name]
+    cfg = DecodeConfig(beam=4, max_len=MAX_NEW, length_penalty=2.0, early_stopping=early_stopping)
+    src, mask = _batch(model, SOURCES)
+    with torch.inference_mode():
+        ours = beam_search(model, model.encode(src, mask), cfg, trace=False)
+        out = _generate(model, src, mask, 4, 2.0, early_stopping)
+    for i, d in enumerate(ours):
+        hyp = _hyp(model, d)
+        assert out.sequences[i, 1 : len(hyp) + 1].tolist() == hyp
+        assert d.score == pytest.approx(float(out.sequences_scores[i]), abs=ATOL)
+
+
+def test_hypotheses_have_varied_lengths(models) -> None:
+    """The equality tests are only worth something when hypotheses end at different steps."""
+    for name in FAMILIES:
+        model = models[name]
+        src, mask = _batch(model, TEXT[:24])
+        with torch.inference_mode():
+            out = beam_search(
+                model, model.encode(src, mask), DecodeConfig(beam=4, max_len=MAX_NEW), trace=False
+            )
+        lengths = {len(_hyp(model, d)) for d in out}
+        assert len(lengths) >= 2 and min(lengths) < MAX_NEW, (name, lengths)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_batching_gives_the_same_results_as_one_at_a_time(models, name) -> None:
+    model = models[name]
+    cfg = DecodeConfig(beam=4, max_len=MAX_NEW, length_penalty=0.6, per_head=True)
+    with torch.inference_mode():
+        batched = beam_search(model, model.encode(*_batch(model, SOURCES)), cfg)
+        single = [beam_search(model, model.encode(*_batch(model, [s])), cfg)[0] for s in SOURCES]
+    for b, s in zip(batched, single, strict=True):
+        assert b.ids == s.ids and b.ended == s.ended
+        assert b.score == pytest.approx(s.score, abs=ATOL)
+        n = s.steps.attention.shape[-1]
+        np.testing.assert_allclose(b.steps.attention[..., :n], s.steps.attention, atol=1e-5)
+        assert np.abs(b.steps.attention[..., n:]).max(initial=0.0) == 0.0  # padding gets no attention
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_forced_decoding_equals_a_teacher_forced_forward_pass(models, name) -> None:
+    model = models[name]
+    refs = [model.tgt_ids(t) for t in TEXT[40:46]]
+    src, mask = _batch(model, SOURCES)
+    with torch.inference_mode():
+        forced = force_decode(model, model.encode(src, mask), refs, length_penalty=1.0, per_head=True)
+    for i, (ref, tr) in enumerate(zip(refs, forced, strict=True)):
+        n = int(mask[i].sum())
+        labels = torch.tensor([[*ref, model.eos_id]])
+        with torch.inference_mode():
+            out = model.net(
+                input_ids=src[i : i + 1, :n], labels=labels, output_attentions=True, output_hidden_states=True
+            )
+        logprobs = torch.log_softmax(out.logits[0].float(), -1).gather(1, labels.T)[:, 0]
+        assert tr.token_ids.tolist() == labels[0].tolist()
+        np.testing.assert_allclose(tr.logprobs, logprobs.numpy(), atol=ATOL)
+        assert tr.logprob == pytest.approx(-float(out.loss) * labels.shape[1], abs=ATOL)
+        # cross_attentions: per layer [1, heads, tgt, src] -> [tgt, layers, heads, src]
+        attn = torch.stack(out.cross_attentions, dim=1)[0].permute(2, 0, 1, 3).numpy()
+        np.testing.assert_allclose(tr.attention[..., :n], attn, atol=1e-5)
+        np.testing.assert_allclose(tr.states, out.decoder_hidden_states[-1][0].numpy(), atol=1e-5)
+
+
+def test_trace_writes_a_consistent_warehouse(hf_dirs, models, tmp_path) -> None:
+    model = models["marian"]
+    lines = [f"{s}\t{r}" for s, r in zip(TEXT[60:70], TEXT[70:80], strict=True)]
+    lines[3] = TEXT[63]  # no reference: forced decoding runs on a subset of the batch
+    lines.append("xq " + TEXT[81])  # 'x' and 'q' are unknown to the tokenizer
+    lines.append(" ".join(TEXT[90:110]))  # longer than the 64 positions Marian has
+    corpus = tmp_path / "pairs.tsv"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = TraceConfig(
+        model=str(hf_dirs["marian"]),
+        corpus=str(corpus),
+        warehouse=str(tmp_path / "wh"),
+        decoding=DecodeConfig(beam=4, topk=5, max_len=MAX_NEW, per_head=True),
+        batch_size=4,
+        device="cpu",
+    )
+    summary = trace(cfg, progress=False)
+    assert summary.n_sentences == 12 and summary.n_skipped == 1
+    with open_warehouse(tmp_path / "wh") as wh:
+        sentences = wh.sql("SELECT sent_id, hypothesis, reference, hyp_score FROM sentences ORDER BY sent_id")
+        steps = wh.sql("SELECT sent_id, step, token FROM target_steps ORDER BY sent_id, step")
+        sums = wh.sql(
+            "SELECT sent_id, decoding, step, layer, head, sum(weight) AS w FROM attention GROUP BY ALL"
+        )
+        unknown = wh.sql("SELECT sent_id, token FROM source_tokens WHERE is_unknown")
+        decodings = set(wh.sql("SELECT DISTINCT decoding FROM attention")["decoding"])
+    assert sentences.height == 11 and sentences["reference"].null_count() == 2
+    for sid, hypothesis, _, _ in sentences.iter_rows():
+        tokens = steps.filter(steps["sent_id"] == sid)["token"].to_list()
+        words = model.tokenizer.convert_tokens_to_string([t for t in tokens if t != "</s>"])
+        assert words == hypothesis and len(tokens) > 0
+    sources = [lines[sid].split("\t")[0] for sid in sentences["sent_id"]]
+    with torch.inference_mode():
+        out = _generate(model, *_batch(model, sources), beam=4, length_penalty=1.0)
+    texts = model.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
+    assert texts == sentences["hypothesis"].to_list()
+    np.testing.assert_allclose(sentences["hyp_score"].to_numpy(), out.sequences_scores.numpy(), atol=ATOL)
+    assert sums.height > 0 and (sums["w"] - 1.0).abs().max() < 1e-4
+    assert decodings == {"hyp", "ref"}
+    assert unknown.height >= 1 and set(unknown["token"]) == {"<unk>"}
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(src, tmp_path / "copy"))
+
+
+DAMAGES = {  # what is done to a copy of the T5 directory -> what the error says
+    "no weights": "no weights",
+    "no tokenizer": "no tokenizer files",
+    "truncated": "cannot load",
+    "resized": "do not match config.json",
+    "unsupported": "not supported",
+    "encoder processor": "cannot trace",
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_incomplete_or_damaged_directory_is_a_checkpoint_error(hf_dirs, tmp_path, damage) -> None:
+    d = _copy(hf_dirs["t5"], tmp_path)
+    config = json.loads((d / "config.json").read_text())
+    if damage == "no weights":
+        (d / "model.safetensors").unlink()
+    elif damage == "no tokenizer":
+        (d / "tokenizer.json").unlink()
+    elif damage == "truncated":
+        data = (d / "model.safetensors").read_bytes()
+        (d / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif damage == "resized":
+        (d / "config.json").write_text(json.dumps({**config, "d_ff": 128}))
+    elif damage == "unsupported":
+        (d / "config.json").write_text(json.dumps({**config, "model_type": "pegasus"}))
+    else:
+        gen = json.loads((d / "generation_config.json").read_text())
+        (d / "generation_config.json").write_text(json.dumps({**gen, "encoder_no_repeat_ngram_size": 2}))
+    with pytest.raises(CheckpointError, match=DAMAGES[damage]):
+        load_model(d, "cpu")
+
+
+def test_attention_edits_are_refused(models) -> None:
+    model = models["t5"]
+    with torch.inference_mode(), pytest.raises(ConfigError, match="attention edits"):
+        beam_search(
+            model,
+            model.encode(*_batch(model, SOURCES[:1])),
+            DecodeConfig(beam=1, max_len=4),
+            edit=AttentionEdit(step=0, positions=(0,)),
+        )
