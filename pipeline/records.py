@@ -128,6 +128,7 @@ class PartBuilder:
             token=src_tokens,
             token_id=np.asarray(tr.src_ids),
             is_unknown=unknown,
+            is_word_start=np.asarray(self.model.word_starts(src_tokens, "src"), dtype=bool),
             attention_received=steps.mean_attention[:, :n_src].sum(0),
         )
         self._steps(
@@ -221,6 +222,7 @@ class PartBuilder:
             step=np.arange(n),
             token=self.tgt_tokens[ids],
             token_id=ids,
+            is_word_start=np.asarray(self.model.word_starts(list(self.tgt_tokens[ids]), "tgt"), dtype=bool),
             prob=np.exp(logprobs),
             logprob=logprobs,
             entropy=ent,

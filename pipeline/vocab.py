@@ -79,6 +79,13 @@ class Vocab:
         toks = [self.tokens[i] for i in ids if i >= len(SPECIALS) or i == UNK]
         return (" " if self.mode == "word" else "").join(toks)
 
+    def word_starts(self, pieces: list[str]) -> list[bool]:
+        """Whether each token begins a word: every token of ``word`` mode; the first token and
+        those after a space or a special token in ``char`` and ``pieces`` mode."""
+        if self.mode == "word":
+            return [True] * len(pieces)
+        return [i == 0 or pieces[i - 1].isspace() or pieces[i - 1] in SPECIALS for i in range(len(pieces))]
+
     def to_json(self) -> dict[str, object]:
         return {"mode": self.mode, "tokens": list(self.tokens)}
 

@@ -76,6 +76,7 @@ SOURCE_TOKENS = pa.schema(
         pa.field("token", pa.string(), nullable=False),
         pa.field("token_id", pa.int32(), nullable=False),
         pa.field("is_unknown", pa.bool_(), nullable=False),
+        pa.field("is_word_start", pa.bool_(), nullable=False),
         pa.field("attention_received", pa.float32(), nullable=False),  # sum over hypothesis steps
     ]
 )
@@ -90,6 +91,8 @@ _ATTN_SUMMARY = [
     pa.field("attn_entropy", pa.float32(), nullable=False),
 ]
 
+_WORD_START = pa.field("is_word_start", pa.bool_(), nullable=False)
+
 TARGET_STEPS = pa.schema(
     [
         _RUN,
@@ -97,6 +100,7 @@ TARGET_STEPS = pa.schema(
         pa.field("step", pa.int32(), nullable=False),
         pa.field("token", pa.string(), nullable=False),
         pa.field("token_id", pa.int32(), nullable=False),
+        _WORD_START,
         pa.field("prob", pa.float32(), nullable=False),
         pa.field("logprob", pa.float32(), nullable=False),
         pa.field("entropy", pa.float32(), nullable=False),
@@ -112,6 +116,7 @@ REFERENCE_STEPS = pa.schema(
         pa.field("step", pa.int32(), nullable=False),
         pa.field("token", pa.string(), nullable=False),
         pa.field("token_id", pa.int32(), nullable=False),
+        _WORD_START,
         pa.field("prob", pa.float32(), nullable=False),
         pa.field("logprob", pa.float32(), nullable=False),
         pa.field("rank", pa.int32(), nullable=False),  # 1 = the model's top-1

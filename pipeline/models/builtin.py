@@ -82,6 +82,9 @@ class BuiltinModel:
     def tgt_pieces(self, ids: list[int]) -> list[str]:
         return [self.tgt_vocab.token(i) for i in ids]
 
+    def word_starts(self, pieces: list[str], side: str = "tgt") -> list[bool]:
+        return (self.src_vocab if side == "src" else self.tgt_vocab).word_starts(pieces)
+
     def detokenize(self, ids: list[int]) -> str:
         return self.tgt_vocab.decode(ids)
 

@@ -100,7 +100,7 @@ class HFModel:
     def detokenize(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def word_starts(self, pieces: list[str]) -> list[bool]:
+    def word_starts(self, pieces: list[str], side: str = "tgt") -> list[bool]:
         """Whether each piece begins a word: it has the word mark (``▁``/``Ġ``), is special or follows one."""
         special = set(self.tokenizer.all_special_tokens)
         starts, after_special = [], True

@@ -95,6 +95,10 @@ class Seq2SeqAdapter(Protocol):
     def tgt_pieces(self, ids: list[int]) -> list[str]:
         """The token strings of target ids, one per step."""
 
+    def word_starts(self, pieces: list[str], side: str = "tgt") -> list[bool]:
+        """Whether each token string of ``side`` ('src' | 'tgt') begins a word (views group
+        sub-word pieces into words with it)."""
+
     def detokenize(self, ids: list[int]) -> str:
         """Target ids (no specials) back to text."""
 

@@ -42,6 +42,9 @@ class TableModel:
     def tgt_pieces(self, ids: list[int]) -> list[str]:
         return [TOKENS[i] for i in ids]
 
+    def word_starts(self, pieces: list[str], side: str = "tgt") -> list[bool]:
+        return [True] * len(pieces)
+
     def detokenize(self, ids: list[int]) -> str:
         return "".join(TOKENS[i] for i in ids if i > 3)
 

@@ -74,3 +74,11 @@ def test_vocab_round_trip_and_unknowns() -> None:
     assert v.decode(v.encode("cab")) == "cab"
     assert v.encode("z") == [3]
     assert Vocab.from_json(v.to_json()) == v
+
+
+def test_word_starts_group_pieces_into_words() -> None:
+    chars = Vocab.build(["5 March"], "char")
+    assert chars.word_starts(list("5 Mar")) == [True, False, True, False, False]
+    pieces = Vocab.build(["vierundzwanzig"], "pieces", ["vier", "und", "zwanzig"])
+    assert pieces.word_starts(["vier", "und", "zwanzig", "</s>"]) == [True, False, False, False]
+    assert Vocab.build(["a b"], "word").word_starts(["a", "b"]) == [True, True]
