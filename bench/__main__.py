@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import hf_speed, trace_speed
+from bench import hf_speed, scale, trace_speed
 
 
 def main() -> None:
@@ -13,6 +13,7 @@ def main() -> None:
     args = parser.parse_args()
     trace_speed.main(args.device)
     hf_speed.main(args.device)
+    scale.main(args.device)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,16 @@
 
 from __future__ import annotations
 
-SENTENCE_ERRORS = """
+_STAGE = (
+    "CASE WHEN s.reference IS NULL THEN 'no_reference' WHEN s.exact_match THEN 'correct' "
+    "ELSE s.blamed_stage END"
+)
+
+# the step tables are joined at the divergence step only (inline, so the run filter reaches the scans)
+SENTENCE_ERRORS = f"""
 SELECT s.run_id, s.sent_id, s.split, s.source, s.reference, s.hypothesis,
        s.src_len, s.ref_len, s.hyp_len,
-       CASE WHEN s.reference IS NULL THEN 'no_reference'
-            WHEN s.exact_match THEN 'correct'
-            ELSE s.blamed_stage END AS stage,
+       {_STAGE} AS stage,
        coalesce(s.error_tags, []::VARCHAR[]) AS error_tags,
        s.is_search_error, s.first_divergence_step,
        r.token AS ref_token, t.token AS hyp_token, r.rank AS ref_rank, r.prob AS ref_prob,
@@ -26,23 +30,28 @@ SELECT s.run_id, s.sent_id, s.split, s.source, s.reference, s.hypothesis,
        s.hyp_score, s.ref_score, s.bleu, s.chrf, s.ter,
        s.nn_encoder_agreement, s.nn_decoder_agreement, s.nn_reference_agreement
 FROM sentences s
-LEFT JOIN reference_steps r
+LEFT JOIN (SELECT x.* FROM reference_steps x JOIN sentences d ON x.run_id = d.run_id
+           AND x.sent_id = d.sent_id AND x.step = d.first_divergence_step) r
   ON r.run_id = s.run_id AND r.sent_id = s.sent_id AND r.step = s.first_divergence_step
-LEFT JOIN target_steps t
+LEFT JOIN (SELECT x.* FROM target_steps x JOIN sentences d ON x.run_id = d.run_id
+           AND x.sent_id = d.sent_id AND x.step = d.first_divergence_step) t
   ON t.run_id = s.run_id AND t.sent_id = s.sent_id AND t.step = s.first_divergence_step
 """
 
-ERROR_SUMMARY = """
-WITH totals AS (
+# counts need only sentence columns: no step tables
+ERROR_SUMMARY = f"""
+WITH se AS NOT MATERIALIZED (
+    SELECT s.run_id, {_STAGE} AS stage, coalesce(s.error_tags, []::VARCHAR[]) AS error_tags FROM sentences s),
+totals AS NOT MATERIALIZED (
     SELECT run_id, count(*) FILTER (WHERE stage <> 'no_reference') AS sentences,
            count(*) FILTER (WHERE stage NOT IN ('correct', 'no_reference')) AS errors
-    FROM sentence_errors GROUP BY run_id),
-stages AS (
+    FROM se GROUP BY run_id),
+stages AS NOT MATERIALIZED (
     SELECT run_id, 'stage' AS kind, stage AS name, count(*) AS n
-    FROM sentence_errors WHERE stage <> 'no_reference' GROUP BY ALL),
-tags AS (
+    FROM se WHERE stage <> 'no_reference' GROUP BY ALL),
+tags AS NOT MATERIALIZED (
     SELECT run_id, 'tag' AS kind, tag AS name, count(*) AS n
-    FROM (SELECT run_id, unnest(error_tags) AS tag FROM sentence_errors
+    FROM (SELECT run_id, unnest(error_tags) AS tag FROM se
           WHERE stage NOT IN ('correct', 'no_reference'))
     GROUP BY ALL)
 SELECT u.run_id, u.kind, u.name, u.n,
@@ -116,17 +125,20 @@ SELECT s.*, matched / nullif(hyp_tokens, 0) AS precision, matched / nullif(ref_t
 FROM stats s
 """
 
-ATTENTION_COVERAGE = """
-WITH tau AS (
+# aggregate the source tokens per sentence first, then join the (far fewer) sentences
+ATTENTION_COVERAGE = f"""
+WITH tau AS NOT MATERIALIZED (
     SELECT run_id, coalesce(TRY_CAST(json_extract(options, '$.taxonomy.coverage') AS DOUBLE), 0.3) AS tau
-    FROM runs)
-SELECT st.run_id, st.sent_id, e.stage, count(*) AS src_tokens,
-       count(*) FILTER (WHERE st.attention_received < tau.tau) AS under_covered,
-       1 - count(*) FILTER (WHERE st.attention_received < tau.tau) / count(*) AS coverage,
-       min(st.attention_received) AS min_received, max(st.attention_received) AS max_received,
-       any_value(tau.tau) AS threshold
-FROM source_tokens st JOIN tau USING (run_id) JOIN sentence_errors e USING (run_id, sent_id)
-GROUP BY st.run_id, st.sent_id, e.stage
+    FROM runs),
+cov AS NOT MATERIALIZED (
+    SELECT st.run_id, st.sent_id, count(*) AS src_tokens,
+           count(*) FILTER (WHERE st.attention_received < tau.tau) AS under_covered,
+           min(st.attention_received) AS min_received, max(st.attention_received) AS max_received,
+           any_value(tau.tau) AS threshold
+    FROM source_tokens st JOIN tau USING (run_id) GROUP BY st.run_id, st.sent_id)
+SELECT c.run_id, c.sent_id, {_STAGE} AS stage, c.src_tokens, c.under_covered,
+       1 - c.under_covered / c.src_tokens AS coverage, c.min_received, c.max_received, c.threshold
+FROM cov c JOIN sentences s USING (run_id, sent_id)
 """
 
 MARTS: dict[str, str] = {

@@ -1,0 +1,382 @@
+"""Marts and dashboard queries on a 1,000,000-sentence warehouse.
+
+The big warehouse is made by replicating one real traced run (``task:dates:test:2000``, from the
+demo warehouse when there is one, else traced here) with new ids: every table's rows are written
+again as ``sent_id + k * N`` for ``k`` in ``range(ceil(1e6 / N))`` under the run ``scale-1m``,
+all other columns identical, with DuckDB ``COPY ... (FORMAT parquet, COMPRESSION zstd)`` in the
+layout the pipeline writes (``tables/<table>/run=<run>/part-NNNNN.parquet``, 50,000 sentences a
+part, rows in ``sent_id`` order) and a manifest, so ``open_warehouse`` opens it. The source
+warehouse's own runs are copied in too (the replicated run keeps its ``neighbours_run``, so
+``bucket_accuracy`` finds its training run as it would in the demo). No vectors. It is cached
+under ``.beamscope/bench/scale-1m/<source fingerprint>/``.
+
+Timed (warm: one call first, then the median of ``REPEATS`` calls), on the source run in its own
+warehouse and on the 1M run: every mart through ``Warehouse.mart(name, run)``, the overview page's
+query functions (all of them, as the page calls them), the explorer's ``explore`` for a few
+filter/sort combinations, and ``sentence_view`` for sentences spread over the run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from bench.common import CACHE, dates_model
+from dashboard import queries
+from schemas import PART_TABLES, TABLES
+from schemas.layout import part_path, read_manifest, run_dir, write_manifest
+from warehouse import open_warehouse
+from warehouse.marts import MARTS
+
+TARGET_SENTENCES = 1_000_000
+PART_SENTENCES = 50_000
+SCALE_RUN = "scale-1m"
+SOURCE_CORPUS = "task:dates:test:2000"
+SOURCE_RUN_SUFFIX = "dates-test-2000.test"
+SOURCE_CANDIDATES = ("demo/warehouse", "/tmp/demo1/warehouse")  # env BEAMSCOPE_SCALE_SOURCE first
+REPEATS = 5
+TARGETS_MS = {"mart": 1000.0, "overview": 1000.0, "explorer": 300.0, "sentence": 150.0}
+
+
+# -- the source run --------------------------------------------------------------------------------
+
+
+def _complete_source(root: Path) -> str | None:
+    """The complete ``dates-test-2000`` run of the warehouse at ``root``, if it has one."""
+    try:
+        runs = read_manifest(root)["runs"]
+    except Exception:
+        return None
+    for run_id, run in sorted(runs.items()):
+        if run_id.endswith(SOURCE_RUN_SUFFIX) and run.get("status") == "complete":
+            return run_id
+    return None
+
+
+def source_run(device_name: str) -> tuple[Path, str]:
+    """A warehouse holding a real traced run of ``task:dates:test:2000``: the demo's, or traced here."""
+    env = os.environ.get("BEAMSCOPE_SCALE_SOURCE")
+    for cand in ([env] if env else []) + list(SOURCE_CANDIDATES):
+        root = Path(cand)
+        run = _complete_source(root)
+        if run is not None:
+            return root, run
+    from pipeline.models import resolve_device
+    from pipeline.trace import TraceConfig, trace
+
+    root = CACHE / "scale-1m" / "source"
+    model_dir = dates_model(resolve_device(device_name))
+    print(f"no demo warehouse found; tracing {SOURCE_CORPUS} with {model_dir} into {root}")
+    summary = trace(
+        TraceConfig(
+            model=str(model_dir), corpus=SOURCE_CORPUS, warehouse=str(root), vectors=False, device=device_name
+        ),
+        progress=False,
+    )
+    return root, summary.run_id
+
+
+# -- building the 1M warehouse -------------------------------------------------------------------
+
+
+def _parts(root: Path, table: str, run: str) -> list[Path]:
+    return sorted(run_dir(root, table, run).glob("part-*.parquet"))
+
+
+def _read_run(root: Path, table: str, run: str) -> pa.Table:
+    """All rows of ``run`` in ``table``, parts in order (each part is sorted by sent_id)."""
+    parts = [pq.read_table(p) for p in _parts(root, table, run)]
+    if not parts:
+        return TABLES[table].empty_table()
+    return pa.concat_tables(parts, promote_options="default")
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _is_built(root: Path, source: str, fingerprint: str) -> bool:
+    try:
+        run = read_manifest(root)["runs"].get(SCALE_RUN)
+    except Exception:
+        return False
+    return bool(
+        run
+        and run.get("status") == "complete"
+        and run.get("replicated_from") == source
+        and run.get("source_fingerprint") == fingerprint
+        and run.get("n_sentences", 0) >= TARGET_SENTENCES
+        and run.get("part_sentences", 0) >= PART_SENTENCES // 2
+    )
+
+
+def build(src_root: Path, src_run: str) -> tuple[Path, dict[str, Any]]:
+    """The 1M-sentence warehouse (built, or reused from the cache); its root and build figures."""
+    manifest = read_manifest(src_root)
+    fingerprint = manifest["runs"][src_run]["fingerprint"]
+    out = CACHE / "scale-1m" / fingerprint
+    if _is_built(out, src_run, fingerprint):
+        print(f"reusing {out} (built from {src_run}, fingerprint {fingerprint}; delete it to rebuild)")
+        return out, {"reused": True, "build_s": None, **sizes(out, src_root, src_run)}
+
+    src_rows = _read_run(src_root, "runs", src_run).to_pylist()[0]
+    sentences = _read_run(src_root, "sentences", src_run)
+    skipped = _read_run(src_root, "skipped", src_run)
+    ids = [pc.max(t["sent_id"]).as_py() for t in (sentences, skipped) if t.num_rows]
+    n = max(src_rows["n_sentences"], 1 + max(ids, default=-1))  # sent_ids of the source: 0 .. n-1
+    replicas = math.ceil(TARGET_SENTENCES / n)
+    per_part = max(1, PART_SENTENCES // n)
+    n_parts = math.ceil(replicas / per_part)
+
+    src_bytes = sum(_dir_bytes(run_dir(src_root, t, src_run)) for t in TABLES)
+    need = src_bytes * replicas * 2  # DuckDB's writer compresses less well than the pipeline's
+    free = shutil.disk_usage(CACHE.resolve().parent if CACHE.exists() else Path.cwd()).free
+    print(
+        f"building {out}: {replicas} copies of {src_run} ({n:,} sentences, {src_bytes / 1e6:.1f} MB), "
+        f"{n_parts} parts; free disk {free / 1e9:.1f} GB, about {need / 1e9:.1f} GB needed at most"
+    )
+    if need > free:
+        raise RuntimeError(f"not enough disk for the scale warehouse: {free / 1e9:.1f} GB free")
+
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    # the source warehouse's complete runs, as they are (the training run feeds bucket_accuracy)
+    kept = {r: v for r, v in manifest["runs"].items() if v.get("status") == "complete"}
+    for table in TABLES:
+        for run in kept:
+            if run_dir(src_root, table, run).exists():
+                shutil.copytree(run_dir(src_root, table, run), run_dir(tmp, table, run))
+
+    con = duckdb.connect(":memory:")
+    con.execute("SET preserve_insertion_order = true")  # the arrow scan's order is the file's order
+    con.execute("SET enable_progress_bar = false")
+    write_s: dict[str, float] = {}
+    for table in PART_TABLES:
+        t0 = time.perf_counter()
+        src = sentences if table == "sentences" else skipped if table == "skipped" else None
+        src = src if src is not None else _read_run(src_root, table, src_run)
+        sent_i, run_i = src.schema.get_field_index("sent_id"), src.schema.get_field_index("run_id")
+        run_col = pa.array([SCALE_RUN] * src.num_rows, pa.string())
+        for part in range(n_parts):
+            ks = range(part * per_part, min((part + 1) * per_part, replicas))
+            copies = [
+                src.set_column(
+                    sent_i, "sent_id", pc.add(src["sent_id"], pa.scalar(k * n, pa.int64()))
+                ).set_column(run_i, "run_id", run_col)
+                for k in ks
+            ]
+            chunk = pa.concat_tables(copies)
+            path = part_path(tmp, table, SCALE_RUN, part)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            con.register("chunk", chunk)
+            con.execute(
+                f"COPY (SELECT * FROM chunk) TO '{path}' "
+                "(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 262144)"
+            )
+            con.unregister("chunk")
+        write_s[table] = time.perf_counter() - t0
+    con.close()
+
+    now = dt.datetime.now(dt.timezone.utc)
+    row = {
+        **src_rows,
+        "run_id": SCALE_RUN,
+        "created_at": now,
+        "finished_at": now,
+        "status": "complete",
+        "n_sentences": replicas * src_rows["n_sentences"],
+        "n_skipped": replicas * src_rows["n_skipped"],
+        # the parts hold per_part * n sentences each, not the source's part size
+        "options": json.dumps({**json.loads(src_rows["options"]), "part_size": per_part * n}, sort_keys=True),
+    }
+    runs_path = part_path(tmp, "runs", SCALE_RUN, 0)
+    runs_path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist([row], schema=TABLES["runs"]), runs_path, compression="zstd")
+
+    new = {k: v for k, v in manifest.items() if k != "indexes"}  # no vectors here
+    new["runs"] = {
+        **kept,
+        SCALE_RUN: {
+            "fingerprint": f"{fingerprint}-x{replicas}",
+            "source_fingerprint": fingerprint,
+            "replicated_from": src_run,
+            "replicas": replicas,
+            "part_sentences": per_part * n,
+            "status": "complete",
+            "n_parts": n_parts,
+            "parts_done": list(range(n_parts)),
+            "n_sentences": row["n_sentences"],
+            "n_skipped": row["n_skipped"],
+            "created_at": now.isoformat(),
+            "split": src_rows["split"],
+            "model_hash": src_rows["model_hash"],
+        },
+    }
+    write_manifest(tmp, new)
+    tmp.rename(out)
+    build_s = time.perf_counter() - start
+    print(f"built in {build_s:.1f} s (writing the {SCALE_RUN} tables: "
+          + ", ".join(f"{t} {v:.1f} s" for t, v in write_s.items()) + ")")  # fmt: skip
+    return out, {"reused": False, "build_s": build_s, "write_s": write_s, **sizes(out, src_root, src_run)}
+
+
+def sizes(root: Path, src_root: Path, src_run: str) -> dict[str, Any]:
+    """Rows and bytes on disk of every table of the scale run (printed), against the source run's."""
+    replicas = read_manifest(root)["runs"][SCALE_RUN]["replicas"]
+    tables = {}
+    print(
+        f"  {'table':16s} {'rows':>13s} {'on disk':>10s}   source run x {replicas} (as the pipeline wrote it)"
+    )
+    for table in PART_TABLES:
+        parts = _parts(root, table, SCALE_RUN)
+        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+        size = sum(p.stat().st_size for p in parts)
+        src = replicas * _dir_bytes(run_dir(src_root, table, src_run))
+        tables[table] = {"rows": rows, "bytes": size, "parts": len(parts), "source_bytes_x_replicas": src}
+        print(f"  {table:16s} {rows:13,d} {size / 1e6:7.1f} MB   {src / 1e6:7.1f} MB")
+    total, whole = sum(t["bytes"] for t in tables.values()), _dir_bytes(root)
+    print(f"  {'total':16s} {'':13s} {total / 1e6:7.1f} MB   ({whole / 1e6:.1f} MB with the copied runs)")
+    return {"tables": tables, "bytes": total, "warehouse_bytes": whole}
+
+
+# -- timing ----------------------------------------------------------------------------------------
+
+
+def median_ms(fn: Callable[[], object], repeats: int = REPEATS) -> float:
+    """Median wall time of ``repeats`` calls after one warm-up call (milliseconds)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def overview_calls(wh: Any, run: str) -> dict[str, Callable[[], object]]:
+    """What the overview page (``dashboard/pages/overview.py``) calls, in its order."""
+    return {
+        "run_info": lambda: queries.run_info(wh, run),
+        "stage_counts": lambda: queries.stage_counts(wh, run),
+        "tag_counts": lambda: queries.tag_counts(wh, run),
+        "histogram(chrf,5)": lambda: queries.histogram(wh, run, "chrf", 5),
+        "histogram(src_len,5)": lambda: queries.histogram(wh, run, "src_len", 5),
+        "buckets": lambda: queries.buckets(wh, run),
+        "confusions": lambda: queries.confusions(wh, run),
+        "worst": lambda: queries.worst(wh, run),
+    }
+
+
+def explorer_cases(error_stage: str | None) -> dict[str, tuple[queries.Filters, int]]:
+    """Filter/sort combinations of the explorer page, and the first row of the page asked for."""
+    return {
+        "no filter": (queries.Filters(), 0),
+        f"stage={error_stage}": (queries.Filters(stage=error_stage), 0),
+        "chrF 50-90, sort chrf desc": (queries.Filters(min_chrf=50, max_chrf=90, sort=[("chrf", "desc")]), 0),
+        "text contains 'März'": (queries.Filters(text="März"), 0),
+        "sort src_len desc": (queries.Filters(sort=[("src_len", "desc")]), 0),
+        "no filter, rows 500,000+": (queries.Filters(), 500_000),
+    }
+
+
+def measure(wh: Any, run: str, n: int, error_stage: str | None) -> dict[str, float]:
+    """Milliseconds of every timed call on ``run`` (``n`` sentences) of ``wh``."""
+    out: dict[str, float] = {}
+    for name in MARTS:
+        out[f"mart {name}"] = median_ms(lambda name=name: wh.mart(name, run))
+    calls = overview_calls(wh, run)
+    for name, fn in calls.items():
+        out[f"  overview: {name}"] = median_ms(fn)
+    out["overview page (all 8)"] = median_ms(lambda: [fn() for fn in calls.values()])
+    for name, (filters, start) in explorer_cases(error_stage).items():
+        if start >= n:
+            start = n // 2
+        out[f"explore: {name}"] = median_ms(
+            lambda f=filters, s=start: queries.explore(wh, run, f, s, s + 100)
+        )
+    for frac, label in ((0.0, "first"), (0.5, "middle"), (1.0, "last")):
+        sid = min(n - 1, int(frac * n))
+        out[f"sentence_view ({label})"] = median_ms(lambda sid=sid: queries.sentence_view(wh, run, sid))
+    return out
+
+
+def target_of(name: str) -> float | None:
+    if name.startswith("mart "):
+        return TARGETS_MS["mart"]
+    if name.startswith("overview page"):
+        return TARGETS_MS["overview"]
+    if name.startswith("explore"):
+        return TARGETS_MS["explorer"]
+    if name.startswith("sentence_view"):
+        return TARGETS_MS["sentence"]
+    return None  # parts of the overview: the page total has the target
+
+
+def main(device_name: str = "auto") -> dict[str, Any]:
+    t_all = time.perf_counter()
+    print(f"== scale: marts and dashboard queries on {TARGET_SENTENCES:,} sentences ==")
+    load_start = os.getloadavg()
+    src_root, src_run = source_run(device_name)
+    big_root, build_figures = build(src_root, src_run)
+
+    with open_warehouse(src_root) as wh:
+        stages = queries.stage_counts(wh, src_run)
+        errors = stages.filter(stages["stage"] != "correct").sort(["n", "stage"], descending=[True, False])
+        error_stage = errors["stage"][0] if errors.height else "correct"
+        n_demo = queries.run_info(wh, src_run)["n_sentences"]
+        demo = measure(wh, src_run, n_demo, error_stage)
+    with open_warehouse(big_root) as wh:
+        n_big = queries.run_info(wh, SCALE_RUN)["n_sentences"]
+        big = measure(wh, SCALE_RUN, n_big, error_stage)
+        threads = wh.sql("SELECT current_setting('threads') AS t").item()
+
+    rows = []
+    print(f"\nsource run: {src_run} ({n_demo:,} sentences, {src_root})")
+    print(f"1M run:     {SCALE_RUN} ({n_big:,} sentences, {big_root})")
+    print(f"threads: DuckDB {threads}, {os.cpu_count()} CPUs; median of {REPEATS} warm calls")
+    print(f"\n{'name':44s} {'demo ms':>9s} {'1M ms':>10s} {'target':>8s}  pass")
+    for name in demo:
+        target = target_of(name)
+        ok = None if target is None else big[name] <= target
+        rows.append({"name": name.strip(), "demo_ms": demo[name], "scale_ms": big[name], "target_ms": target,
+                     "pass": ok})  # fmt: skip
+        verdict = "" if ok is None else ("PASS" if ok else "FAIL")
+        tgt = "" if target is None else f"{target:.0f}"
+        print(f"{name:44s} {demo[name]:9.1f} {big[name]:10.1f} {tgt:>8s}  {verdict}")
+    total = time.perf_counter() - t_all
+    misses = [r["name"] for r in rows if r["pass"] is False]
+    print(f"\n{len(misses)} of {sum(r['pass'] is not None for r in rows)} targets missed"
+          + (f": {', '.join(misses)}" if misses else ""))  # fmt: skip
+    load_end = os.getloadavg()
+    print(f"load average (1, 5, 15 min) at start {load_start}, at end {load_end} on {os.cpu_count()} CPUs")
+    print(f"total {total:.0f} s")
+    return {
+        "source_run": src_run,
+        "source_warehouse": str(src_root),
+        "scale_warehouse": str(big_root),
+        "sentences": {"demo": n_demo, "scale": n_big},
+        "build": build_figures,
+        "results": rows,
+        "misses": misses,
+        "total_s": total,
+        "load_average": {"start": load_start, "end": load_end},
+    }
+
+
+if __name__ == "__main__":
+    main()
