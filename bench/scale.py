@@ -46,7 +46,7 @@ PART_SENTENCES = 50_000
 SCALE_RUN = "scale-1m"
 SOURCE_CORPUS = "task:dates:test:2000"
 SOURCE_RUN_SUFFIX = "dates-test-2000.test"
-SOURCE_CANDIDATES = ("demo/warehouse", "/tmp/demo1/warehouse")  # env BEAMSCOPE_SCALE_SOURCE first
+SOURCE_CANDIDATES = ("demo/warehouse",)  # env BEAMSCOPE_SCALE_SOURCE first; else traced here
 REPEATS = 5
 TARGETS_MS = {"mart": 1000.0, "overview": 1000.0, "explorer": 300.0, "sentence": 150.0}
 
