@@ -6,18 +6,14 @@ tokenizers trained here (sentence-piece unigram, byte-level BPE); nothing is dow
 
 from __future__ import annotations
 
-import io
 import json
-import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import sentencepiece as spm
 import torch
 import transformers
-from tokenizers import ByteLevelBPETokenizer
 
 from pipeline.batching import pad
 from pipeline.beam import DecodeConfig, beam_search
@@ -28,159 +24,10 @@ from pipeline.models.protocol import AttentionEdit, Encoded
 from pipeline.trace import TraceConfig, _select, trace
 from pipeline.vocab import UNK
 from schemas import CheckpointError, ConfigError
+from tests.pipeline.hf_builders import ATOL, BUILDERS, FAMILIES, MAX_NEW, SOURCES, TEXT
 from warehouse import open_warehouse
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
-FAMILIES = ["marian", "t5", "bart"]
-SIZES = dict(d_model=32, layers=2, heads=4, ffn=64)
-MAX_NEW = 12
-ATOL = 1e-4
-
-
-def sentences(n: int, seed: int = 0) -> list[str]:
-    """Pseudo-words from syllables, so that the tokenizers split some of them into pieces."""
-    rng = random.Random(seed)
-    syllables = "ka lo mi ne ru ta so vi de pa gu fe zo li ba no".split()
-    words = ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(120)]
-    return [" ".join(rng.choice(words) for _ in range(rng.randint(2, 10))) for _ in range(n)]
-
-
-TEXT = sentences(400)
-SOURCES = [TEXT[i] for i in (3, 10, 0, 7, 21, 5)]  # different lengths: the batch is padded
-
-
-def _spm(size: int) -> bytes:
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(TEXT),
-        model_writer=buf,
-        vocab_size=size,
-        model_type="unigram",
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        hard_vocab_limit=False,
-        minloglevel=2,
-        num_threads=1,
-    )
-    return buf.getvalue()
-
-
-def _randomise(model, std: float = 0.3, eos_bias: float | None = None) -> None:
-    """Larger random weights than the init, so that distributions are peaked and varied
-    (``std`` and ``eos_bias`` are chosen per family so that hypotheses end at different steps)."""
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * std)
-        if eos_bias is not None:  # some hypotheses end early, so lengths compete
-            model.final_logits_bias.zero_()
-            model.final_logits_bias[0, model.config.eos_token_id] = eos_bias
-
-
-def build_marian(out: Path) -> None:
-    out.mkdir(parents=True)
-    proto = _spm(200)
-    sp = spm.SentencePieceProcessor(model_proto=proto)
-    (out / "source.spm").write_bytes(proto)
-    (out / "target.spm").write_bytes(proto)
-    vocab = {"</s>": 0, "<unk>": 1}
-    for piece in (sp.id_to_piece(i) for i in range(sp.get_piece_size())):
-        vocab.setdefault(piece, len(vocab)) if piece != "<pad>" else None
-    vocab["<pad>"] = pad_id = len(vocab)
-    (out / "vocab.json").write_text(json.dumps(vocab))
-    tok = transformers.MarianTokenizer(
-        str(out / "source.spm"), str(out / "target.spm"), str(out / "vocab.json")
-    )
-    config = transformers.MarianConfig(
-        vocab_size=len(vocab),
-        d_model=SIZES["d_model"],
-        encoder_layers=SIZES["layers"],
-        decoder_layers=SIZES["layers"],
-        encoder_attention_heads=SIZES["heads"],
-        decoder_attention_heads=SIZES["heads"],
-        encoder_ffn_dim=SIZES["ffn"],
-        decoder_ffn_dim=SIZES["ffn"],
-        max_position_embeddings=64,
-        pad_token_id=pad_id,
-        eos_token_id=0,
-        decoder_start_token_id=pad_id,
-    )
-    model = transformers.MarianMTModel(config)
-    _randomise(model, std=0.15, eos_bias=1.0)
-    gen = model.generation_config  # what opus-mt checkpoints ship
-    gen.bad_words_ids, gen.forced_eos_token_id, gen.max_length, gen.num_beams = [[pad_id]], 0, 512, 4
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-
-
-def build_t5(out: Path) -> None:
-    sp = spm.SentencePieceProcessor(model_proto=_spm(200))
-    tok = transformers.T5Tokenizer(
-        vocab=[(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())], extra_ids=0
-    )
-    config = transformers.T5Config(
-        vocab_size=sp.get_piece_size(),
-        d_model=SIZES["d_model"],
-        d_kv=SIZES["d_model"] // SIZES["heads"],
-        d_ff=SIZES["ffn"],
-        num_layers=SIZES["layers"],
-        num_heads=SIZES["heads"],
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-        tie_word_embeddings=False,  # as T5 v1.1 and Flan-T5
-    )
-    model = transformers.T5ForConditionalGeneration(config)
-    _randomise(model)
-    _eos_along_mean_state(model, tok, 2.5)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-
-
-def _eos_along_mean_state(model, tok, value: float) -> None:
-    """T5 has no logits bias: raise the EOS logit of the average decoder state by ``value`` instead."""
-    batch = tok(TEXT[:32], text_target=TEXT[32:64], return_tensors="pt", padding=True)
-    with torch.no_grad():
-        mean = model(**batch, output_hidden_states=True).decoder_hidden_states[-1][:, 1:].mean(dim=(0, 1))
-        model.lm_head.weight[model.config.eos_token_id] += value * mean / mean.dot(mean)
-
-
-def build_bart(out: Path) -> None:
-    bpe = ByteLevelBPETokenizer()
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    bpe.train_from_iterator(
-        TEXT, vocab_size=300, min_frequency=2, special_tokens=specials, show_progress=False
-    )
-    spec = json.loads(bpe._tokenizer.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]
-    tok = transformers.BartTokenizer(vocab=spec["vocab"], merges=merges)
-    config = transformers.BartConfig(
-        vocab_size=len(spec["vocab"]),
-        d_model=SIZES["d_model"],
-        encoder_layers=SIZES["layers"],
-        decoder_layers=SIZES["layers"],
-        encoder_attention_heads=SIZES["heads"],
-        decoder_attention_heads=SIZES["heads"],
-        encoder_ffn_dim=SIZES["ffn"],
-        decoder_ffn_dim=SIZES["ffn"],
-        max_position_embeddings=64,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        decoder_start_token_id=2,
-    )
-    model = transformers.BartForConditionalGeneration(config)
-    _randomise(model, eos_bias=3.0)
-    gen = model.generation_config  # the processors of bart-large-cnn, except a short min_length
-    gen.forced_bos_token_id, gen.forced_eos_token_id, gen.no_repeat_ngram_size, gen.min_length = 0, 2, 3, 3
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-
-
-BUILDERS = {"marian": build_marian, "t5": build_t5, "bart": build_bart}
 
 
 @pytest.fixture(scope="module", autouse=True)
