@@ -199,18 +199,24 @@ class SentenceView:
 
 def sentence_view(wh: Warehouse, run: str, sent_id: int) -> SentenceView | None:
     """The five stages of one sentence, or None if the run has no such sentence."""
+    if run not in wh.run_ids():  # only complete runs; their part files are read directly
+        return None
     key = [run, sent_id]
-    sentence = wh.sql(f"SELECT *, {STAGE_SQL} AS stage FROM sentences WHERE run_id = ? AND sent_id = ?", key)
+
+    def rows(table: str, order: str, columns: str = "* EXCLUDE (run_id, sent_id)") -> pl.DataFrame:
+        src = wh.sentence_source(table, run, sent_id)
+        return wh.sql(f"SELECT {columns} FROM {src} WHERE run_id = ? AND sent_id = ? ORDER BY {order}", key)
+
+    sentence = rows("sentences", "sent_id", f"*, {STAGE_SQL} AS stage")
     if sentence.height == 0:
         return None
-    q = "SELECT * EXCLUDE (run_id, sent_id) FROM {} WHERE run_id = ? AND sent_id = ? ORDER BY {}"
     return SentenceView(
         sentence.row(0, named=True),
-        wh.sql(q.format("source_tokens", "src_pos"), key),
-        wh.sql(q.format("target_steps", "step"), key),
-        wh.sql(q.format("reference_steps", "step"), key),
-        wh.sql(q.format("attention", "decoding, layer, head, step, src_pos"), key),
-        wh.sql(q.format("beam_nodes", "node_id"), key),
+        rows("source_tokens", "src_pos"),
+        rows("target_steps", "step"),
+        rows("reference_steps", "step"),
+        rows("attention", "decoding, layer, head, step, src_pos"),
+        rows("beam_nodes", "node_id"),
     )
 
 

@@ -9,8 +9,16 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from schemas import WarehouseError
-from schemas.layout import DUCKDB_FILE, atomic_path, read_manifest, vectors_dir
+from schemas import TABLES, WarehouseError
+from schemas.layout import (
+    DUCKDB_FILE,
+    atomic_path,
+    check_run_id,
+    part_path,
+    read_manifest,
+    run_dir,
+    vectors_dir,
+)
 from warehouse.marts import MARTS
 from warehouse.views import create_views
 
@@ -24,6 +32,7 @@ class Warehouse:
         self.con = duckdb.connect(":memory:")
         self.con.execute("SET parquet_metadata_cache = true")  # part footers are read once
         create_views(self.con, self.root)
+        self._parts: dict[str, int] | None = None
 
     def sql(self, query: str, params: list[Any] | None = None) -> pl.DataFrame:
         """Run a query against the views; the result as a polars frame."""
@@ -58,6 +67,30 @@ class Warehouse:
         if run not in ids:
             raise WarehouseError(f"no complete run {run!r}; runs: {', '.join(ids)}", path=str(self.root))
         return run
+
+    def sentence_source(self, table: str, run: str, sent_id: int) -> str:
+        """A ``read_parquet(...)`` expression over only the part file that holds ``sent_id`` of a
+        complete ``run`` (parts hold ``part_size`` consecutive sentence ids), or over the run's
+        directory when that file is not where the layout says. Much faster than the view at scale:
+        the view binds every part of every run."""
+        check_run_id(run)
+        if table not in TABLES:
+            raise WarehouseError(f"unknown table {table!r}")
+        part_size = self._part_sizes().get(run)
+        path = part_path(self.root, table, run, sent_id // part_size) if part_size else None
+        if path is None or not path.is_file():
+            path = run_dir(self.root, table, run) / "*.parquet"
+        return (
+            f"read_parquet('{str(path.resolve() if path.exists() else path).replace(chr(39), chr(39) * 2)}')"
+        )
+
+    def _part_sizes(self) -> dict[str, int]:
+        if self._parts is None:
+            rows = self.sql(
+                "SELECT run_id, TRY_CAST(json_extract(options, '$.part_size') AS BIGINT) FROM runs"
+            )
+            self._parts = {r: n for r, n in rows.iter_rows() if n}
+        return self._parts
 
     def vectors(self) -> Any:
         """The LanceDB connection of the warehouse's vectors."""
