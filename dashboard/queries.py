@@ -28,20 +28,17 @@ def run_info(wh: Warehouse, run: str) -> dict[str, Any]:
     return wh.sql("SELECT * FROM runs WHERE run_id = ?", [run]).row(0, named=True)
 
 
+def _summary(wh: Warehouse, run: str, kind: str, label: str, share: str) -> pl.DataFrame:
+    s = wh.mart("error_summary", run).filter(pl.col("kind") == kind)
+    return s.select(pl.col("name").alias(label), "n", share).sort(["n", label], descending=[True, False])
+
+
 def stage_counts(wh: Warehouse, run: str) -> pl.DataFrame:
-    return wh.sql(
-        "SELECT name AS stage, n, share_of_sentences FROM error_summary "
-        "WHERE run_id = ? AND kind = 'stage' ORDER BY n DESC",
-        [run],
-    )
+    return _summary(wh, run, "stage", "stage", "share_of_sentences")
 
 
 def tag_counts(wh: Warehouse, run: str) -> pl.DataFrame:
-    return wh.sql(
-        "SELECT name AS tag, n, share_of_errors FROM error_summary "
-        "WHERE run_id = ? AND kind = 'tag' ORDER BY n DESC",
-        [run],
-    )
+    return _summary(wh, run, "tag", "tag", "share_of_errors")
 
 
 def histogram(wh: Warehouse, run: str, column: str, width: float) -> pl.DataFrame:
@@ -56,19 +53,14 @@ def histogram(wh: Warehouse, run: str, column: str, width: float) -> pl.DataFram
 
 
 def buckets(wh: Warehouse, run: str) -> pl.DataFrame:
-    return wh.sql(
-        "SELECT bucketing, bucket, bucket_order, ref_tokens, f_measure, precision, recall, sentences, "
-        "exact_match FROM bucket_accuracy WHERE run_id = ? ORDER BY bucketing, bucket_order",
-        [run],
-    )
+    cols = ["bucketing", "bucket", "bucket_order", "ref_tokens", "f_measure", "precision", "recall",
+            "sentences", "exact_match"]  # fmt: skip
+    return wh.mart("bucket_accuracy", run).select(cols).sort("bucketing", "bucket_order")
 
 
 def confusions(wh: Warehouse, run: str, top: int = 15) -> pl.DataFrame:
-    return wh.sql(
-        "SELECT ref_token, hyp_token, n, example_sent_ids FROM token_confusions WHERE run_id = ? "
-        "ORDER BY n DESC, ref_token, hyp_token LIMIT ?",
-        [run, top],
-    )
+    c = wh.mart("token_confusions", run).select("ref_token", "hyp_token", "n", "example_sent_ids")
+    return c.sort(["n", "ref_token", "hyp_token"], descending=[True, False, False]).head(top)
 
 
 def worst(wh: Warehouse, run: str, top: int = 15) -> pl.DataFrame:

@@ -11,6 +11,7 @@ from flask import Response, request
 from dashboard.app import create_app
 from schemas import ConfigError
 from warehouse import open_warehouse
+from warehouse.store import CACHED_MARTS
 
 TOKEN_ENV = "BEAMSCOPE_TOKEN"
 _COOKIE = "beamscope_token"
@@ -30,7 +31,11 @@ def build(warehouse: str, host: str = "127.0.0.1", token: str | None = None):
     token = token or os.environ.get(TOKEN_ENV)
     if not is_loopback(host) and not token:
         raise ConfigError(f"serving on {host} needs a token: pass --token or set {TOKEN_ENV}")
-    app = create_app(open_warehouse(warehouse))
+    wh = open_warehouse(warehouse)
+    if wh.run_ids():  # the newest run's overview is what users open first: compute its marts now
+        for name in sorted(CACHED_MARTS):
+            wh.mart(name, wh.run_ids()[-1])
+    app = create_app(wh)
     if token:
         _require_token(app.server, token)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from schemas.layout import (
 from warehouse.marts import MARTS
 from warehouse.views import create_views
 
+CACHED_MARTS = {"bucket_accuracy", "error_summary", "token_confusions"}  # small results, costly at scale
+
 
 class Warehouse:
     """A read-only view of a warehouse directory: SQL over its tables, its runs, its vectors."""
@@ -33,6 +36,8 @@ class Warehouse:
         self.con.execute("SET parquet_metadata_cache = true")  # part footers are read once
         create_views(self.con, self.root)
         self._parts: dict[str, int] | None = None
+        self._cache: dict[tuple, pl.DataFrame] = {}
+        self._lock = threading.Lock()
 
     def sql(self, query: str, params: list[Any] | None = None) -> pl.DataFrame:
         """Run a query against the views; the result as a polars frame."""
@@ -49,7 +54,19 @@ class Warehouse:
             raise WarehouseError(f"unknown mart {name!r}; marts: {', '.join(MARTS)}")
         if run is None:
             return self.sql(f"SELECT * FROM {name}")
-        return self.sql(f"SELECT * FROM {name} WHERE run_id = ?", [self.resolve_run(run)])
+        run = self.resolve_run(run)
+        if name not in CACHED_MARTS:
+            return self.sql(f"SELECT * FROM {name} WHERE run_id = ?", [run])
+        # a complete run never changes; what else a mart reads (the training run) is another
+        # complete run, so the set of complete runs keys the cache
+        key = (name, run, tuple(self.run_ids()))
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is None:
+            hit = self.sql(f"SELECT * FROM {name} WHERE run_id = ?", [run])
+            with self._lock:
+                self._cache[key] = hit
+        return hit
 
     def runs(self) -> pl.DataFrame:
         return self.sql("SELECT * FROM runs ORDER BY created_at")
