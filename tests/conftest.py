@@ -49,42 +49,21 @@ def tiny_lstm(tiny_lstm_dir: Path):
 def warehouse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path, tiny_lstm_dir: Path) -> Path:
     """A warehouse with three complete runs: beam 4 per-head (transformer), greedy, and LSTM."""
     root = tmp_path_factory.mktemp("wh") / "warehouse"
-    corpus = "task:dates:test:48"
-    trace(
-        TraceConfig(
-            model=str(tiny_dir),
-            corpus=corpus,
+    runs = [  # (model, run name, decoding, part size)
+        (tiny_dir, "beam4", DecodeConfig(beam=4, topk=5, max_len=16, per_head=True), 20),
+        (tiny_dir, "greedy", DecodeConfig(beam=1, topk=5, max_len=16), 1024),
+        (tiny_lstm_dir, "lstm", DecodeConfig(beam=3, topk=5, max_len=16), 1024),
+    ]
+    for model, name, decoding, part_size in runs:
+        cfg = TraceConfig(
+            model=str(model),
+            corpus="task:dates:test:48",
             warehouse=str(root),
-            run_name="beam4",
-            decoding=DecodeConfig(beam=4, topk=5, max_len=16, per_head=True),
+            run_name=name,
+            decoding=decoding,
             batch_size=16,
-            part_size=20,
+            part_size=part_size,
             device="cpu",
-        ),
-        progress=False,
-    )
-    trace(
-        TraceConfig(
-            model=str(tiny_dir),
-            corpus=corpus,
-            warehouse=str(root),
-            run_name="greedy",
-            decoding=DecodeConfig(beam=1, topk=5, max_len=16),
-            batch_size=16,
-            device="cpu",
-        ),
-        progress=False,
-    )
-    trace(
-        TraceConfig(
-            model=str(tiny_lstm_dir),
-            corpus=corpus,
-            warehouse=str(root),
-            run_name="lstm",
-            decoding=DecodeConfig(beam=3, topk=5, max_len=16),
-            batch_size=16,
-            device="cpu",
-        ),
-        progress=False,
-    )
+        )
+        trace(cfg, progress=False)
     return root
