@@ -12,6 +12,7 @@ from pipeline.trace import TraceConfig, trace
 from pipeline.train import TrainConfig, train
 from schemas import CheckpointError
 from warehouse import open_warehouse, write_duckdb_file
+from warehouse.report import error_report, format_report
 from warehouse.vectors import build_indexes
 
 
@@ -25,25 +26,6 @@ class DemoConfig:
     device: str = "auto"
     serve: bool = True
     port: int = 8050
-
-
-SUMMARY_SQL = """
-SELECT count(*) AS sentences,
-       avg(exact_match::INT) AS exact_match,
-       sum((NOT exact_match)::INT) AS errors,
-       sum(is_search_error::INT) AS search_errors,
-       avg(chrf) AS chrf
-FROM sentences WHERE run_id = ?
-"""
-
-CONFUSIONS_SQL = """
-SELECT r.token AS reference, t.token AS produced, count(*) AS n, min(s.sent_id) AS example
-FROM sentences s
-JOIN reference_steps r ON r.run_id = s.run_id AND r.sent_id = s.sent_id AND r.step = s.first_divergence_step
-JOIN target_steps t ON t.run_id = s.run_id AND t.sent_id = s.sent_id AND t.step = s.first_divergence_step
-WHERE s.run_id = ? AND NOT s.exact_match
-GROUP BY ALL ORDER BY n DESC, reference LIMIT 5
-"""
 
 
 def run_demo(cfg: DemoConfig) -> Path:
@@ -83,18 +65,9 @@ def run_demo(cfg: DemoConfig) -> Path:
         )
     write_duckdb_file(warehouse)
     with open_warehouse(warehouse) as wh:
-        summary = wh.sql(SUMMARY_SQL, [runs[1]]).row(0, named=True)
-        confusions = wh.sql(CONFUSIONS_SQL, [runs[1]])
-    print(f"\nwarehouse: {warehouse.resolve()}")
-    print(
-        f"test run {runs[1]}: {summary['sentences']} sentences, "
-        f"exact match {summary['exact_match']:.1%}, chrF {summary['chrf']:.1f}, "
-        f"{summary['errors']} errors of which {summary['search_errors']} search errors"
-    )
-    if confusions.height:
-        print("top confusions at the first divergence (reference -> produced, count, example sentence):")
-        for row in confusions.iter_rows(named=True):
-            print(f"  {row['reference']!r} -> {row['produced']!r}  x{row['n']}  (sent {row['example']})")
+        report = error_report(wh, runs[1], top=5)
+    print(f"\nwarehouse: {warehouse.resolve()}\n")
+    print(format_report(report))
     query = "SELECT * FROM sentences WHERE NOT exact_match LIMIT 5"
     print(f'\ntry: beamscope sql --warehouse {warehouse} "{query}"')
     print(f"     beamscope errors --warehouse {warehouse} --run {runs[1]}")
