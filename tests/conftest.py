@@ -67,3 +67,22 @@ def warehouse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path, tiny
         )
         trace(cfg, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def train_warehouse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
+    """A warehouse with a traced training sample (run 'train', 120 sentences) and a test run
+    ('test', 48 sentences, beam 3) whose error blame and buckets use it."""
+    root = tmp_path_factory.mktemp("wh") / "trained"
+    for name, corpus in (("train", "task:dates:train:120"), ("test", "task:dates:test:48")):
+        cfg = TraceConfig(
+            model=str(tiny_dir),
+            corpus=corpus,
+            warehouse=str(root),
+            run_name=name,
+            decoding=DecodeConfig(beam=3, topk=5, max_len=16),
+            batch_size=32,
+            device="cpu",
+        )
+        trace(cfg, progress=False)
+    return root

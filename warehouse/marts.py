@@ -6,7 +6,9 @@
 - ``token_confusions``: reference token -> produced token at the divergence step, with counts
   and example sentence ids.
 - ``bucket_accuracy``: token precision / recall / F-measure (as compare-mt) by the reference
-  token's frequency in the training run and by source-length bucket.
+  token's frequency in the training run and by source-length bucket; source-length buckets
+  also count their sentences and exact matches (a sentence lies in one length bucket but in
+  many frequency buckets, so those two columns are NULL for frequency buckets).
 - ``attention_coverage``: per sentence, how much of the source the hypothesis attended
   (threshold: the run's ``taxonomy.coverage``).
 """
@@ -69,60 +71,80 @@ WHERE stage NOT IN ('correct', 'no_reference') AND ref_token IS NOT NULL
 GROUP BY ALL
 """
 
-_TOKEN_COUNTS = """
-ref AS (SELECT run_id, sent_id, token, count(*) AS n_ref FROM reference_steps
-        WHERE token <> '</s>' GROUP BY ALL),
-hyp AS (SELECT run_id, sent_id, token, count(*) AS n_hyp FROM target_steps
-        WHERE token <> '</s>' GROUP BY ALL),
-counts AS (
-    SELECT coalesce(ref.run_id, hyp.run_id) AS run_id, coalesce(ref.sent_id, hyp.sent_id) AS sent_id,
-           coalesce(ref.token, hyp.token) AS token,
-           coalesce(n_ref, 0) AS n_ref, coalesce(n_hyp, 0) AS n_hyp,
-           least(coalesce(n_ref, 0), coalesce(n_hyp, 0)) AS matched
-    FROM ref FULL JOIN hyp ON ref.run_id = hyp.run_id AND ref.sent_id = hyp.sent_id AND ref.token = hyp.token
-    WHERE coalesce(ref.run_id, hyp.run_id) IN (SELECT run_id FROM sentences WHERE reference IS NOT NULL))
-"""
-
-BUCKET_ACCURACY = f"""
-WITH {_TOKEN_COUNTS},
-training AS (
+# ``{run}`` is the run filter: ``true`` in the view, ``run_id = $run`` for one run (``mart_sql``), so
+# every scan is pruned to the run's files. Counts are taken as if every sentence had produced its
+# reference, then corrected by the few sentences that diverged: no (sentence, token) aggregation
+# over the whole step tables.
+BUCKET_ACCURACY = """
+WITH training AS (
     SELECT r.run_id, coalesce(r.neighbours_run, (
         SELECT t.run_id FROM runs t
         WHERE t.split = 'train' AND t.model_hash = r.model_hash AND t.run_id <> r.run_id
         ORDER BY t.created_at DESC LIMIT 1)) AS train_run
-    FROM runs r),
-freq AS (SELECT run_id AS train_run, token, count(*) AS f FROM reference_steps GROUP BY ALL),
-by_freq AS (
-    SELECT c.*, CASE WHEN tr.train_run IS NULL THEN 'no training run'
-                     WHEN coalesce(f.f, 0) = 0 THEN '0'
-                     WHEN f.f < 10 THEN '1-9' WHEN f.f < 100 THEN '10-99'
-                     WHEN f.f < 1000 THEN '100-999' WHEN f.f < 10000 THEN '1000-9999'
-                     ELSE '10000+' END AS bucket,
-           CASE WHEN tr.train_run IS NULL THEN -1 ELSE floor(log10(coalesce(f.f, 0) + 1)) END AS bucket_order
-    FROM counts c JOIN training tr USING (run_id)
-    LEFT JOIN freq f ON f.train_run = tr.train_run AND f.token = c.token),
-src_bucket AS (
-    SELECT run_id, sent_id, exact_match,
+    FROM runs r WHERE {run}),
+buckets AS (
+    SELECT tr.run_id, f.token,
+           CASE WHEN f.f < 10 THEN '1-9' WHEN f.f < 100 THEN '10-99' WHEN f.f < 1000 THEN '100-999'
+                WHEN f.f < 10000 THEN '1000-9999' ELSE '10000+' END AS bucket,
+           floor(log10(f.f + 1)) AS bucket_order
+    FROM training tr
+    JOIN (SELECT run_id, token, count(*) AS f FROM reference_steps
+          WHERE run_id IN (SELECT train_run FROM training) GROUP BY ALL) f ON f.run_id = tr.train_run),
+sents AS (
+    SELECT run_id, sent_id, exact_match, ref_len, first_divergence_step IS NOT NULL AS diverged,
            CASE WHEN src_len < 10 THEN '<10' WHEN src_len < 20 THEN '10-19' WHEN src_len < 30 THEN '20-29'
                 WHEN src_len < 40 THEN '30-39' WHEN src_len < 60 THEN '40-59' ELSE '60+' END AS bucket,
            least(src_len // 10, 6) AS bucket_order
-    FROM sentences WHERE reference IS NOT NULL),
-by_len AS (
-    SELECT c.*, b.bucket, b.bucket_order FROM counts c JOIN src_bucket b USING (run_id, sent_id)),
+    FROM sentences WHERE {run} AND ref_len IS NOT NULL),
+ref AS NOT MATERIALIZED (SELECT run_id, sent_id, token FROM reference_steps WHERE {run} AND token <> '</s>'),
+-- a sentence without a divergence step produced its reference token for token and so matches
+-- every reference token: only the (few) diverged sentences need their hypothesis tokens counted
+diverged AS (
+    SELECT run_id, sent_id, token, count(*) FILTER (WHERE side = 0) AS n_ref,
+           count(*) FILTER (WHERE side = 1) AS n_hyp
+    FROM (SELECT *, 0 AS side FROM ref
+          UNION ALL
+          SELECT run_id, sent_id, token, 1 FROM target_steps WHERE {run} AND token <> '</s>')
+    SEMI JOIN (SELECT run_id, sent_id FROM sents WHERE diverged) USING (run_id, sent_id)
+    GROUP BY ALL),
+-- counts over every sentence as if it matched its reference, then corrected by the diverged ones
+fix AS (
+    SELECT run_id, sent_id, token, -n_ref + n_hyp AS d_hyp, -n_ref + least(n_ref, n_hyp) AS d_matched
+    FROM diverged),
+by_token AS (
+    SELECT run_id, token, sum(n_ref) AS ref_tokens, sum(n_ref + d_hyp) AS hyp_tokens,
+           sum(n_ref + d_matched) AS matched
+    FROM (SELECT run_id, token, count(*) AS n_ref, 0 AS d_hyp, 0 AS d_matched FROM ref GROUP BY ALL
+          UNION ALL
+          SELECT run_id, token, 0, sum(d_hyp), sum(d_matched) FROM fix GROUP BY ALL)
+    GROUP BY ALL),
+by_length AS (
+    SELECT run_id, bucket, sum(n_ref) AS ref_tokens, sum(n_ref + d_hyp) AS hyp_tokens,
+           sum(n_ref + d_matched) AS matched
+    FROM (SELECT s.run_id, s.bucket, sum(s.ref_len - coalesce(e.n, 0)) AS n_ref, 0 AS d_hyp, 0 AS d_matched
+          FROM sents s LEFT JOIN (SELECT run_id, sent_id, count(*) AS n FROM reference_steps
+                                  WHERE {run} AND token = '</s>' GROUP BY ALL) e USING (run_id, sent_id)
+          GROUP BY ALL
+          UNION ALL
+          SELECT s.run_id, s.bucket, 0, sum(d_hyp), sum(d_matched)
+          FROM fix f JOIN sents s USING (run_id, sent_id) GROUP BY ALL)
+    GROUP BY ALL),
 stats AS (
-    SELECT run_id, 'ref_token_frequency' AS bucketing, bucket, bucket_order,
-           sum(n_ref) AS ref_tokens, sum(n_hyp) AS hyp_tokens, sum(matched) AS matched,
-           count(DISTINCT sent_id) AS sentences
-    FROM by_freq GROUP BY ALL
+    SELECT t.run_id, 'ref_token_frequency' AS bucketing,
+           CASE WHEN tr.train_run IS NULL THEN 'no training run' ELSE coalesce(b.bucket, '0') END AS bucket,
+           CASE WHEN tr.train_run IS NULL THEN -1 ELSE coalesce(b.bucket_order, 0) END AS bucket_order,
+           sum(t.ref_tokens) AS ref_tokens, sum(t.hyp_tokens) AS hyp_tokens, sum(t.matched) AS matched,
+           NULL::BIGINT AS sentences, NULL::DOUBLE AS exact_match
+    FROM by_token t JOIN training tr USING (run_id) LEFT JOIN buckets b USING (run_id, token) GROUP BY ALL
     UNION ALL
-    SELECT run_id, 'source_length', bucket, bucket_order,
-           sum(n_ref), sum(n_hyp), sum(matched), count(DISTINCT sent_id)
-    FROM by_len GROUP BY ALL)
-SELECT s.*, matched / nullif(hyp_tokens, 0) AS precision, matched / nullif(ref_tokens, 0) AS recall,
-       2 * matched / nullif(hyp_tokens + ref_tokens, 0) AS f_measure,
-       (SELECT avg(exact_match::INT) FROM src_bucket b
-        WHERE s.bucketing = 'source_length' AND b.run_id = s.run_id AND b.bucket = s.bucket) AS exact_match
-FROM stats s
+    SELECT s.run_id, 'source_length', s.bucket, s.bucket_order, coalesce(l.ref_tokens, 0),
+           coalesce(l.hyp_tokens, 0), coalesce(l.matched, 0), s.sentences, s.exact_match
+    FROM (SELECT run_id, bucket, bucket_order, count(*) AS sentences, avg(exact_match::INT) AS exact_match
+          FROM sents GROUP BY ALL) s
+    LEFT JOIN by_length l USING (run_id, bucket))
+SELECT *, matched / nullif(hyp_tokens, 0) AS precision, matched / nullif(ref_tokens, 0) AS recall,
+       2 * matched / nullif(hyp_tokens + ref_tokens, 0) AS f_measure
+FROM stats
 """
 
 # aggregate the source tokens per sentence first, then join the (far fewer) sentences
@@ -150,5 +172,14 @@ MARTS: dict[str, str] = {
 }
 
 
+def mart_sql(name: str, run_filter: str = "true") -> str:
+    """The mart's query, with ``run_filter`` in every scan of a mart that takes one."""
+    return MARTS[name].replace("{run}", run_filter)
+
+
+def takes_run_filter(name: str) -> bool:
+    return "{run}" in MARTS[name]
+
+
 def mart_statements() -> list[str]:
-    return [f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in MARTS.items()]
+    return [f"CREATE OR REPLACE VIEW {name} AS {mart_sql(name)}" for name in MARTS]

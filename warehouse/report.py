@@ -60,11 +60,9 @@ def error_report(wh: Warehouse, run: str | None = None, top: int = 10) -> ErrorR
         "ORDER BY chrf ASC, hyp_score ASC, sent_id LIMIT ?",
         [run_id, top],
     )
-    buckets = wh.sql(
-        "SELECT bucketing, bucket, ref_tokens, precision, recall, f_measure, sentences, exact_match "
-        "FROM bucket_accuracy WHERE run_id = ? ORDER BY bucketing, bucket_order",
-        [run_id],
-    )
+    cols = ["bucketing", "bucket", "ref_tokens", "precision", "recall", "f_measure"]
+    cols += ["sentences", "exact_match"]
+    buckets = wh.mart("bucket_accuracy", run_id).sort("bucketing", "bucket_order").select(cols)
     return ErrorReport(info, stages, tags, confusions, worst, buckets)
 
 
@@ -101,7 +99,7 @@ def format_report(r: ErrorReport) -> str:
         lines.append(f"          ref {w['reference']!r}  hyp {w['hypothesis']!r}")
     lines += ["", "token accuracy by bucket (compare-mt style):"]
     for b in r.buckets.iter_rows(named=True):
-        em = "" if b["exact_match"] is None else f"  exact {pct(b['exact_match'])}"
+        em = "" if b["sentences"] is None else f"  sentences {b['sentences']}  exact {pct(b['exact_match'])}"
         lines.append(
             f"  {b['bucketing']:<20} {b['bucket']:<16} ref tokens {b['ref_tokens']:>7}  "
             f"F {num(b['f_measure'])}  P {num(b['precision'])}  R {num(b['recall'])}{em}"

@@ -20,7 +20,7 @@ from schemas.layout import (
     run_dir,
     vectors_dir,
 )
-from warehouse.marts import MARTS
+from warehouse.marts import MARTS, mart_sql, takes_run_filter
 from warehouse.views import create_views
 
 CACHED_MARTS = {"bucket_accuracy", "error_summary", "token_confusions"}  # small results, costly at scale
@@ -39,7 +39,7 @@ class Warehouse:
         self._cache: dict[tuple, pl.DataFrame] = {}
         self._lock = threading.Lock()
 
-    def sql(self, query: str, params: list[Any] | None = None) -> pl.DataFrame:
+    def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
         """Run a query against the views; the result as a polars frame."""
         cur = self.con.cursor()  # one cursor per query: safe from many threads (a web server)
         try:
@@ -56,17 +56,22 @@ class Warehouse:
             return self.sql(f"SELECT * FROM {name}")
         run = self.resolve_run(run)
         if name not in CACHED_MARTS:
-            return self.sql(f"SELECT * FROM {name} WHERE run_id = ?", [run])
+            return self._one_run(name, run)
         # a complete run never changes; what else a mart reads (the training run) is another
         # complete run, so the set of complete runs keys the cache
         key = (name, run, tuple(self.run_ids()))
         with self._lock:
             hit = self._cache.get(key)
         if hit is None:
-            hit = self.sql(f"SELECT * FROM {name} WHERE run_id = ?", [run])
+            hit = self._one_run(name, run)
             with self._lock:
                 self._cache[key] = hit
         return hit
+
+    def _one_run(self, name: str, run: str) -> pl.DataFrame:
+        if takes_run_filter(name):
+            return self.sql(mart_sql(name, "run_id = $run"), {"run": run})
+        return self.sql(f"SELECT * FROM {name} WHERE run_id = ?", [run])
 
     def runs(self) -> pl.DataFrame:
         return self.sql("SELECT * FROM runs ORDER BY created_at")

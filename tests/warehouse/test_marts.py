@@ -145,3 +145,77 @@ def test_compare_refuses_different_corpora(tiny_dir, tmp_path) -> None:
         )
     out = run_cli("compare", "--warehouse", str(tmp_path), "a", "b")
     assert out.returncode != 0 and "different corpora" in out.stderr
+
+
+def _length_bucket(n: int) -> str:
+    for edge, name in ((10, "<10"), (20, "10-19"), (30, "20-29"), (40, "30-39"), (60, "40-59")):
+        if n < edge:
+            return name
+    return "60+"
+
+
+def _freq_bucket(f: int | None) -> str:
+    if f is None:
+        return "0"
+    for edge, name in ((10, "1-9"), (100, "10-99"), (1000, "100-999"), (10000, "1000-9999")):
+        if f < edge:
+            return name
+    return "10000+"
+
+
+def _bucket_accuracy_by_hand(root, run: str, train_run: str) -> pl.DataFrame:
+    """compare-mt's bucketed token accuracy, computed with polars from the Parquet files."""
+
+    def tokens(table: str) -> pl.DataFrame:
+        steps = pl.read_parquet(root / f"tables/{table}/run={run}/*.parquet")
+        return steps.filter(pl.col("token") != "</s>")
+
+    sents = pl.read_parquet(root / f"tables/sentences/run={run}/*.parquet").filter(
+        pl.col("reference").is_not_null()
+    )
+    sents = sents.with_columns(bucket=pl.col("src_len").map_elements(_length_bucket, return_dtype=pl.String))
+    ref = tokens("reference_steps").group_by("sent_id", "token").len("n_ref")
+    hyp = tokens("target_steps").group_by("sent_id", "token").len("n_hyp")
+    counts = (
+        ref.join(hyp, on=["sent_id", "token"], how="full", coalesce=True)
+        .fill_null(0)
+        .join(sents.select("sent_id", "bucket"), on="sent_id")
+        .with_columns(matched=pl.min_horizontal("n_ref", "n_hyp"))
+    )
+    freq = (
+        pl.read_parquet(root / f"tables/reference_steps/run={train_run}/*.parquet").group_by("token").len("f")
+    )
+    by_freq = counts.drop("bucket").join(freq, on="token", how="left")
+    by_freq = by_freq.with_columns(bucket=pl.col("f").map_elements(_freq_bucket, return_dtype=pl.String))
+    by_freq = by_freq.with_columns(bucket=pl.col("bucket").fill_null("0"))
+    sums = [pl.sum("n_ref").alias("ref_tokens"), pl.sum("n_hyp").alias("hyp_tokens"), pl.sum("matched")]
+    lengths = sents.group_by("bucket").agg(
+        pl.len().alias("sentences"), pl.col("exact_match").cast(pl.Float64).mean()
+    )
+    by_len = counts.group_by("bucket").agg(sums).join(lengths, on="bucket", how="full", coalesce=True)
+    return pl.concat(
+        [
+            by_freq.group_by("bucket").agg(sums).with_columns(bucketing=pl.lit("ref_token_frequency")),
+            by_len.with_columns(bucketing=pl.lit("source_length")),
+        ],
+        how="diagonal",
+    )
+
+
+def test_bucket_accuracy_equals_a_polars_computation(train_warehouse_dir) -> None:
+    with open_warehouse(train_warehouse_dir) as wh:
+        got = wh.mart("bucket_accuracy", "test")
+        assert wh.sql("SELECT neighbours_run FROM runs WHERE run_id = 'test'").item() == "train"
+        view = wh.sql("SELECT * FROM bucket_accuracy WHERE run_id = 'test'")  # the view over every run
+    expected = _bucket_accuracy_by_hand(train_warehouse_dir, "test", "train")
+    assert expected.filter(pl.col("bucketing") == "ref_token_frequency").height >= 2
+    assert (expected["matched"] < expected["ref_tokens"]).any()  # the test run makes errors
+    cols = ["bucketing", "bucket", "ref_tokens", "hyp_tokens", "matched", "sentences", "exact_match"]
+    ints = {c: pl.Int64 for c in ("ref_tokens", "hyp_tokens", "matched", "sentences")}
+    for df in (got, view):
+        assert (
+            df.select(cols)
+            .cast(ints)
+            .sort("bucketing", "bucket")
+            .equals(expected.select(cols).cast(ints).sort("bucketing", "bucket"))
+        )
