@@ -27,10 +27,11 @@ class StateBank:
         v = torch.tensor(np.asarray(vectors, dtype=np.float32))
         return cls(torch.nn.functional.normalize(v, dim=-1), labels)
 
-    def nearest(self, queries: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    def nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Indices and cosine distances [n_queries, k] of the k nearest states, nearest first."""
         q = torch.nn.functional.normalize(torch.from_numpy(np.asarray(queries, dtype=np.float32)), dim=-1)
         k = min(k, len(self.labels))
+        chunk = max(1, 2**25 // max(1, len(self.labels)))  # similarity blocks of <= 128 MB
         idx, dist = [], []
         for start in range(0, len(q), chunk):
             sims, ids = (q[start : start + chunk] @ self.vectors.T).topk(k, dim=-1)

@@ -68,6 +68,10 @@ class PartBuilder:
         self.taxonomy, self.training, self.keep_vectors = taxonomy or Taxonomy(), training, keep_vectors
         self.tgt_tokens = np.array(model.tgt_pieces(list(range(model.vocab_size))), dtype=object)
         self.cols: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        # neighbour agreement, searched per part: query states per bank ('encoder' | 'decoder'), and
+        # per table its rows' query numbers and the labels to compare the neighbours' tokens with
+        self._nn_queries: dict[str, list[np.ndarray]] = defaultdict(list)
+        self._nn: dict[str, list[tuple[np.ndarray, list[np.ndarray]]]] = defaultdict(list)
 
     def _extend(self, table: str, **columns: np.ndarray | list) -> None:
         for name, values in columns.items():
@@ -173,6 +177,66 @@ class PartBuilder:
             )
             self._attention(sid, "ref", ref.attention, ref.mean_attention, n_src)
             self._vectors_dec(sid, "ref", ref.token_ids, ref.states)
+        if self.training is not None:
+            self._queue_neighbours(tr, src_tokens, diverge)
+
+    def _queue_neighbours(self, tr: Traced, src_tokens: list[str], diverge: int | None) -> None:
+        """Queue the sentence's states for neighbour agreement (searched per part, in ``tables``).
+
+        Up to the first divergence step the hypothesis has read the reference's prefix, so its
+        decoder state there is the reference-forced state: those steps reuse its neighbours.
+        """
+        steps, ref = tr.decoded.steps, tr.forced
+        hyp_tokens = self.tgt_tokens[steps.token_ids]
+        n_hyp = len(hyp_tokens)
+        ref_at = np.full(n_hyp, None, dtype=object)  # the reference's token at each step
+        rows = np.empty(n_hyp, dtype=np.int64)  # each step's row in the decoder queries
+        first_own = 0
+        if ref is not None:
+            ref_rows = self._nn_rows("decoder", ref.states)
+            n_ref = len(ref.token_ids)
+            ref_at[: min(n_hyp, n_ref)] = self.tgt_tokens[ref.token_ids[: min(n_hyp, n_ref)]]
+            self._nn["reference_steps"].append((ref_rows, [self.tgt_tokens[ref.token_ids]]))
+            first_own = min(n_hyp, n_ref, n_hyp if diverge is None else diverge + 1)
+            rows[:first_own] = ref_rows[:first_own]
+        rows[first_own:] = self._nn_rows("decoder", steps.states[first_own:])
+        self._nn["target_steps"].append((rows, [hyp_tokens, ref_at]))
+        enc_rows = self._nn_rows("encoder", tr.enc_states[: len(tr.src_ids)])
+        self._nn["source_tokens"].append((enc_rows, [np.array(src_tokens, dtype=object)]))
+
+    def _nn_rows(self, bank: str, states: np.ndarray) -> np.ndarray:
+        """Append query states for ``bank``; their row numbers."""
+        queries = self._nn_queries[bank]
+        start = sum(len(q) for q in queries)
+        queries.append(states)
+        return start + np.arange(len(states))
+
+    def _neighbour_agreement(self) -> None:
+        """nn_agreement (and nn_ref_agreement) of every queued row: one k-NN search per bank."""
+        columns = {
+            "source_tokens": ("encoder", ["nn_agreement"]),
+            "target_steps": ("decoder", ["nn_agreement", "nn_ref_agreement"]),
+            "reference_steps": ("decoder", ["nn_agreement"]),
+        }
+        found: dict[str, np.ndarray] = {}  # per bank: [queries, k] the neighbours' tokens
+        if self.training is not None:
+            for name, queries in self._nn_queries.items():
+                bank = self.training.encoder if name == "encoder" else self.training.decoder
+                idx, _ = bank.nearest(np.concatenate(queries), self.taxonomy.neighbours)
+                found[name] = bank.labels[idx]
+        for table, (bank_name, names) in columns.items():
+            pending = self._nn.pop(table, [])
+            if not pending:
+                n_rows = sum(len(v) for v in self.cols.get(table, {}).get("sent_id", []))
+                for name in names:
+                    self.cols[table][name] = [np.full(n_rows, np.nan, dtype=np.float32)]
+                continue
+            neighbours = found[bank_name][np.concatenate([rows for rows, _ in pending])]
+            for j, name in enumerate(names):
+                labels = np.concatenate([ls[j] for _, ls in pending])
+                share = (neighbours == labels[:, None]).mean(1).astype(np.float32)
+                self.cols[table][name] = [np.where(labels == None, np.nan, share)]  # noqa: E711
+        self._nn_queries.clear()
 
     def _blame(
         self, tr: Traced, hyp_seq: list[int], t: int, search: bool, src_tokens: list[str], has_unknown: bool
@@ -284,6 +348,7 @@ class PartBuilder:
 
     def tables(self) -> dict[str, pa.Table]:
         """One Arrow table per part table (empty ones included), rows in ``sent_id`` order."""
+        self._neighbour_agreement()
         return {name: self._table(name, schema) for name, schema in TABLES.items() if name != "runs"}
 
     def vectors(self) -> dict[str, pa.Table]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _RUN = pa.field("run_id", pa.string(), nullable=False)
 _SENT = pa.field("sent_id", pa.int64(), nullable=False)
@@ -68,6 +68,10 @@ SENTENCES = pa.schema(
     ]
 )
 
+# Neighbour agreement (null without a traced training run of the same model): the share of the
+# k nearest training states (cosine, k = the run's taxonomy.neighbours) carrying the same token.
+_NN = pa.field("nn_agreement", pa.float32())
+
 SOURCE_TOKENS = pa.schema(
     [
         _RUN,
@@ -78,6 +82,7 @@ SOURCE_TOKENS = pa.schema(
         pa.field("is_unknown", pa.bool_(), nullable=False),
         pa.field("is_word_start", pa.bool_(), nullable=False),
         pa.field("attention_received", pa.float32(), nullable=False),  # sum over hypothesis steps
+        _NN,  # share of the k nearest training encoder states standing for the same source token
     ]
 )
 
@@ -106,6 +111,8 @@ TARGET_STEPS = pa.schema(
         pa.field("entropy", pa.float32(), nullable=False),
         *_TOPK,
         *_ATTN_SUMMARY,
+        _NN,  # share of the k nearest training decoder states followed by this step's token ...
+        pa.field("nn_ref_agreement", pa.float32()),  # ... and by the reference's token at this step
     ]
 )
 
@@ -125,6 +132,7 @@ REFERENCE_STEPS = pa.schema(
         pa.field("top1_prob", pa.float32(), nullable=False),
         pa.field("entropy", pa.float32(), nullable=False),
         *_ATTN_SUMMARY,
+        _NN,  # of the reference-forced decoder state, for the reference token
     ]
 )
 

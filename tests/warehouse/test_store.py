@@ -1,5 +1,6 @@
 """Opening warehouses: plain duckdb/polars/pandas read them; moved copies open; partial runs stay hidden."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 
 from pipeline.beam import DecodeConfig
 from pipeline.trace import TraceConfig, trace
-from schemas import SchemaVersionError, WarehouseError
+from schemas import SCHEMA_VERSION, SchemaVersionError, WarehouseError
 from schemas.layout import part_path
 from warehouse import open_warehouse, write_duckdb_file
 
@@ -55,8 +56,9 @@ def test_foreign_and_newer_warehouses_are_refused(warehouse_dir, tmp_path) -> No
         open_warehouse(tmp_path)
     copy = tmp_path / "newer"
     shutil.copytree(warehouse_dir, copy)
-    manifest = (copy / "manifest.json").read_text().replace('"schema_version": 1', '"schema_version": 99')
-    (copy / "manifest.json").write_text(manifest)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["schema_version"] = SCHEMA_VERSION + 1
+    (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(SchemaVersionError, match="upgrade beamscope"):
         open_warehouse(copy)
 

@@ -1,0 +1,112 @@
+"""Neighbour agreement per step equals a brute-force k-NN over the training run's states."""
+
+import lancedb
+import numpy as np
+import polars as pl
+import pytest
+
+from schemas.layout import vectors_dir
+
+K = 10  # the taxonomy's default number of neighbours
+
+
+def _states(root, kind: str, run: str) -> pl.DataFrame:
+    db = lancedb.connect(str(vectors_dir(root)))
+    return pl.from_arrow(db.open_table(f"{kind}__{run}").to_arrow())
+
+
+def _agreement(queries: np.ndarray, bank: np.ndarray, bank_labels: np.ndarray, labels: list) -> np.ndarray:
+    """Share of each query's K nearest bank rows (cosine, float64, no index) labelled like it."""
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    b = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    nearest = np.argsort(-(q @ b.T), axis=1, kind="stable")[:, :K]
+    return np.array(
+        [
+            np.nan if lab is None else float(np.mean(bank_labels[row] == lab))
+            for row, lab in zip(nearest, labels, strict=True)
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def states(train_warehouse_dir):
+    enc = _states(train_warehouse_dir, "encoder_states", "train")
+    dec = _states(train_warehouse_dir, "decoder_states", "train").filter(pl.col("decoding") == "ref")
+    return {
+        "encoder": (np.stack(enc["vector"].to_numpy()).astype(np.float64), enc["token"].to_numpy()),
+        "decoder": (np.stack(dec["vector"].to_numpy()).astype(np.float64), dec["next_token"].to_numpy()),
+    }
+
+
+def _parquet(root, table: str) -> pl.DataFrame:
+    return pl.read_parquet(root / f"tables/{table}/run=test/*.parquet").sort(
+        "sent_id", pl.all().exclude("sent_id")
+    )
+
+
+def test_source_token_agreement(train_warehouse_dir, states) -> None:
+    src = _parquet(train_warehouse_dir, "source_tokens").sort("sent_id", "src_pos")
+    enc = _states(train_warehouse_dir, "encoder_states", "test").sort("sent_id", "src_pos")
+    assert enc.select("sent_id", "src_pos").equals(src.select("sent_id", "src_pos"))
+    expected = _agreement(np.stack(enc["vector"].to_numpy()), *states["encoder"], src["token"].to_list())
+    assert src["nn_agreement"].null_count() == 0
+    np.testing.assert_allclose(src["nn_agreement"].to_numpy(), expected, atol=1e-6)
+
+
+def test_decoder_step_agreement(train_warehouse_dir, states) -> None:
+    steps = _parquet(train_warehouse_dir, "target_steps").sort("sent_id", "step")
+    ref = _parquet(train_warehouse_dir, "reference_steps").sort("sent_id", "step")
+    sents = pl.read_parquet(train_warehouse_dir / "tables/sentences/run=test/*.parquet")
+    dec = _states(train_warehouse_dir, "decoder_states", "test")
+    # up to the first divergence the hypothesis read the reference's prefix: its state is the
+    # reference-forced one; after it, the hypothesis' own
+    own = dec.filter(pl.col("decoding") == "hyp").join(
+        sents.select("sent_id", "first_divergence_step"), on="sent_id"
+    )
+    forced = dec.filter(pl.col("decoding") == "ref").select(
+        "sent_id", "step", pl.col("vector").alias("ref_vector")
+    )
+    query = (
+        own.join(forced, on=["sent_id", "step"], how="left")
+        .with_columns(
+            vector=pl.when(
+                pl.col("ref_vector").is_not_null()
+                & (
+                    pl.col("first_divergence_step").is_null()
+                    | (pl.col("step") <= pl.col("first_divergence_step"))
+                )
+            )
+            .then(pl.col("ref_vector"))
+            .otherwise(pl.col("vector"))
+        )
+        .sort("sent_id", "step")
+    )
+    assert query.select("sent_id", "step").equals(steps.select("sent_id", "step"))
+    assert (sents["first_divergence_step"].is_not_null()).sum() > 0  # the test covers diverged sentences
+    ref_at = steps.join(
+        ref.select("sent_id", "step", pl.col("token").alias("ref_token")), on=["sent_id", "step"], how="left"
+    )
+    vectors = np.stack(query["vector"].to_numpy())
+    np.testing.assert_allclose(
+        steps["nn_agreement"].to_numpy(),
+        _agreement(vectors, *states["decoder"], steps["token"].to_list()),
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        ref_at["nn_ref_agreement"].to_numpy(),
+        _agreement(vectors, *states["decoder"], ref_at["ref_token"].to_list()),
+        atol=1e-6,
+    )
+    forced_vectors = np.stack(
+        dec.filter(pl.col("decoding") == "ref").sort("sent_id", "step")["vector"].to_numpy()
+    )
+    np.testing.assert_allclose(
+        ref["nn_agreement"].to_numpy(),
+        _agreement(forced_vectors, *states["decoder"], ref["token"].to_list()),
+        atol=1e-6,
+    )
+
+
+def test_no_training_run_means_null_agreement(warehouse_dir) -> None:
+    steps = pl.read_parquet(warehouse_dir / "tables/target_steps/*/*.parquet")
+    assert steps["nn_agreement"].null_count() == steps.height
