@@ -159,13 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
         "serve the dashboard over a warehouse",
         "  beamscope serve --warehouse wh\n"
         "  BEAMSCOPE_TOKEN=secret beamscope serve --warehouse wh --host 0.0.0.0 --port 8050\n"
+        "  beamscope serve --warehouse wh --model models/dates-transformer --device cpu\n"
         "Binds to 127.0.0.1 unless told otherwise; any other address requires a token\n"
-        "(--token or BEAMSCOPE_TOKEN), sent as ?token=... once (then a cookie) or as a Bearer header.\n",
+        "(--token or BEAMSCOPE_TOKEN), sent as ?token=... once (then a cookie) or as a Bearer header.\n"
+        "What-if re-decoding loads each run's model from the path its run recorded; --model\n"
+        "overrides that path for every run.\n",
     )
     p.add_argument("--warehouse", required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8050)
     p.add_argument("--token", default=None, help="access token (default: $BEAMSCOPE_TOKEN)")
+    p.add_argument("--model", default=None, help="model directory for what-if (default: each run's own)")
+    _add_device(p)
     p.set_defaults(handler=_serve)
 
     p = _verb(
@@ -318,7 +323,7 @@ def _compare(a: argparse.Namespace) -> int:
 def _serve(a: argparse.Namespace) -> int:
     from dashboard.server import serve
 
-    serve(a.warehouse, a.host, a.port, a.token)
+    serve(a.warehouse, a.host, a.port, a.token, model=a.model, device=a.device)
     return 0
 
 

@@ -74,5 +74,5 @@ def run_demo(cfg: DemoConfig) -> Path:
     if cfg.serve:
         from dashboard.server import serve
 
-        serve(str(warehouse), "127.0.0.1", cfg.port)
+        serve(str(warehouse), "127.0.0.1", cfg.port, device=cfg.device)
     return warehouse

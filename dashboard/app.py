@@ -12,8 +12,11 @@ from warehouse import Warehouse
 from warehouse.sandbox import SafeSQL
 
 
-def create_app(warehouse: Warehouse, sandbox: SafeSQL | None = None) -> Dash:
-    set_warehouse(warehouse, sandbox or SafeSQL(warehouse.root))
+def create_app(
+    warehouse: Warehouse, sandbox: SafeSQL | None = None, model: str | None = None, device: str = "auto"
+) -> Dash:
+    """The app over ``warehouse``; what-if loads each run's model, or ``model`` for every run."""
+    set_warehouse(warehouse, sandbox or SafeSQL(warehouse.root), model, device)
     app = Dash(
         __name__,
         use_pages=True,

@@ -26,7 +26,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def build(warehouse: str, host: str = "127.0.0.1", token: str | None = None):
+def build(
+    warehouse: str,
+    host: str = "127.0.0.1",
+    token: str | None = None,
+    model: str | None = None,
+    device: str = "auto",
+):
     """The Dash app for ``warehouse``; with a non-loopback ``host`` a token is required."""
     token = token or os.environ.get(TOKEN_ENV)
     if not is_loopback(host) and not token:
@@ -35,7 +41,7 @@ def build(warehouse: str, host: str = "127.0.0.1", token: str | None = None):
     if wh.run_ids():  # the newest run's overview is what users open first: compute its marts now
         for name in sorted(CACHED_MARTS):
             wh.mart(name, wh.run_ids()[-1])
-    app = create_app(wh)
+    app = create_app(wh, model=model, device=device)
     if token:
         _require_token(app.server, token)
     return app
@@ -62,8 +68,15 @@ def _require_token(server, token: str) -> None:
         return resp
 
 
-def serve(warehouse: str, host: str = "127.0.0.1", port: int = 8050, token: str | None = None) -> None:
-    app = build(warehouse, host, token)
+def serve(
+    warehouse: str,
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    token: str | None = None,
+    model: str | None = None,
+    device: str = "auto",
+) -> None:
+    app = build(warehouse, host, token, model, device)
     where = f"http://{host}:{port}/"
     print(
         f"beamscope dashboard on {where}"

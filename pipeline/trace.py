@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from pipeline.errors import Taxonomy
 from pipeline.forced import force_decode
 from pipeline.metrics import corpus_scores, sentence_scores
 from pipeline.models import load_model, resolve_device
-from pipeline.models.protocol import Encoded, Seq2SeqAdapter
+from pipeline.models.protocol import AttentionEdit, Encoded, Seq2SeqAdapter
 from pipeline.neighbours import find_training_run, load_training_states
 from pipeline.records import PartBuilder, Traced
 from pipeline.writer import RunWriter, run_row
@@ -167,8 +168,11 @@ def trace_part(
     builder: PartBuilder,
     batch_size: int,
     bar: tqdm | None = None,
+    prefix: Sequence[int] = (),
+    edit: AttentionEdit | None = None,
 ) -> PartBuilder:
-    """Decode one part of a corpus into ``builder`` (rows in ``sent_id`` order)."""
+    """Decode one part of a corpus into ``builder`` (rows in ``sent_id`` order); ``prefix`` and
+    ``edit`` are what-if interventions applied to every sentence (see ``pipeline.whatif``)."""
     src_ids = [model.src_ids(ex.source) for ex in chunk]
     ok = [i for i, ids in enumerate(src_ids) if model.max_src_len is None or len(ids) <= model.max_src_len]
     results: dict[int, Traced | str] = {
@@ -180,7 +184,8 @@ def trace_part(
         idx = [ok[j] for j in batch]
         src, mask = pad([src_ids[i] for i in idx], model.pad_id, model.device)
         enc = model.encode(src, mask, all_layers=dec.all_layers)
-        decoded = beam_search(model, enc, dec, trace=True)
+        prefixes = [prefix] * len(idx) if prefix else None
+        decoded = beam_search(model, enc, dec, trace=True, prefixes=prefixes, edit=edit)
         with_ref = [j for j, i in enumerate(idx) if chunk[i].reference is not None]
         forced = {}
         if with_ref:
