@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from schemas import BeamscopeError
 from warehouse import Warehouse
@@ -209,6 +210,25 @@ def sentence_view(wh: Warehouse, run: str, sent_id: int) -> SentenceView | None:
         rows("reference_steps", "step"),
         rows("attention", "decoding, layer, head, step, src_pos"),
         rows("beam_nodes", "node_id"),
+    )
+
+
+def view_from_tables(tables: dict[str, pa.Table]) -> SentenceView:
+    """The five-stage view of a one-sentence trace held in memory (a what-if)."""
+
+    def frame(name: str, *order: str) -> pl.DataFrame:
+        return pl.from_arrow(tables[name]).drop("run_id", "sent_id").sort(*order)
+
+    s = pl.from_arrow(tables["sentences"]).row(0, named=True)
+    stage = "correct" if s["exact_match"] else s["blamed_stage"]
+    s["stage"] = "no_reference" if s["reference"] is None else stage
+    return SentenceView(
+        s,
+        frame("source_tokens", "src_pos"),
+        frame("target_steps", "step"),
+        frame("reference_steps", "step"),
+        frame("attention", "decoding", "layer", "head", "step", "src_pos"),
+        frame("beam_nodes", "node_id"),
     )
 
 
