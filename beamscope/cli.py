@@ -105,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _verb(
         sub,
+        "migrate",
+        "upgrade a warehouse written by an older beamscope to this schema version, in place",
+        "  beamscope migrate --warehouse wh\n"
+        "Rewrites the Parquet parts of the tables that gained columns (new columns are NULL; vectors are\n"
+        "untouched), then bumps the manifest. Safe to interrupt and run again; a no-op when up to date.\n",
+    )
+    p.add_argument("--warehouse", required=True)
+    p.set_defaults(handler=_migrate)
+
+    p = _verb(
+        sub,
         "sql",
         "run one read-only SELECT against the warehouse views (sandboxed)",
         '  beamscope sql --warehouse wh "SELECT run_id, n_sentences FROM runs"\n'
@@ -261,12 +272,30 @@ def _index(a: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(a: argparse.Namespace) -> int:
+    from pipeline.migrate import MigrateConfig, migrate
+    from warehouse import write_duckdb_file
+
+    r = migrate(MigrateConfig(warehouse=a.warehouse))
+    if r.from_version == r.to_version:
+        print(f"{a.warehouse}: already at schema version {r.to_version}; nothing to do")
+        return 0
+    write_duckdb_file(a.warehouse)
+    print(
+        f"{a.warehouse}: migrated from schema version {r.from_version} to {r.to_version} "
+        f"({r.parts_rewritten} of {r.parts_checked} parts rewritten)"
+    )
+    return 0
+
+
 def _sql(a: argparse.Namespace) -> int:
+    import duckdb
     import polars as pl
 
     from schemas import ConfigError
     from schemas.layout import atomic_path
     from warehouse.sandbox import SafeSQL
+    from warehouse.views import damaged_part_error
 
     writers: dict[str, Callable[[pl.DataFrame, Path], object]] = {
         ".csv": lambda df, p: df.write_csv(p),
@@ -282,7 +311,11 @@ def _sql(a: argparse.Namespace) -> int:
         raise ConfigError("--timeout must be positive")
     if a.max_rows < 1:
         raise ConfigError("--max-rows must be at least 1")
-    with SafeSQL(a.warehouse, timeout_s=a.timeout, max_rows=a.max_rows) as sandbox:
+    try:
+        sandbox = SafeSQL(a.warehouse, timeout_s=a.timeout, max_rows=a.max_rows)
+    except duckdb.Error as e:  # a view over a part file DuckDB cannot read
+        raise damaged_part_error(e) or e from None
+    with sandbox:
         result = sandbox.run(a.query)
     df = result.df
     if out is not None:

@@ -31,6 +31,7 @@ from pipeline.neighbours import find_training_run, load_training_states
 from pipeline.records import PartBuilder, Traced
 from pipeline.writer import RunWriter, run_row
 from schemas import ConfigError, WarehouseError
+from schemas.layout import crash_point
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
     corpus = dataclasses.replace(probe, split=split)
     device = resolve_device(cfg.device)
     model = load_model(cfg.model, device)
+    crash_point("model_load")
     dec = cfg.decoding.check(model.vocab_size)
     run_id = cfg.run_name or default_run_id(model, corpus)
     root = Path(cfg.warehouse)
@@ -211,6 +213,7 @@ def trace_part(
             )
         if bar is not None:
             bar.update(len(idx))
+        crash_point("batch")
     for i in range(len(chunk)):
         r = results[i]
         if isinstance(r, str):

@@ -23,6 +23,7 @@ from schemas import SCHEMA_VERSION, TABLES, WarehouseError
 from schemas.layout import (
     atomic_path,
     check_run_id,
+    crash_point,
     locked,
     new_manifest,
     open_vectors,
@@ -124,12 +125,14 @@ class RunWriter:
                 tbl = open_vectors(self._vectors(), vector_table(kind, self.run_id))
                 if tbl is not None:
                     tbl.delete(f"sent_id >= {lo} AND sent_id < {hi}")
+                    crash_point("lance_delete")
                     if table.num_rows:
                         tbl.add(table)
                 elif table.num_rows:
                     self._vectors().create_table(
                         vector_table(kind, self.run_id), data=table, schema=table.schema
                     )
+                crash_point("lance_add")
         with locked(self.root):
             manifest = read_manifest(self.root)
             done = set(manifest["runs"][self.run_id]["parts_done"])

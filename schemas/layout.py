@@ -17,19 +17,36 @@ import fcntl
 import json
 import os
 import re
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from schemas.errors import SchemaVersionError, WarehouseError
-from schemas.tables import SCHEMA_VERSION
+from schemas.tables import ADDED_COLUMNS, SCHEMA_VERSION, TABLES
 
 FORMAT = "beamscope-warehouse"
 MANIFEST = "manifest.json"
 DUCKDB_FILE = "beamscope.duckdb"
 TMP_MARK = ".tmp-"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+CRASH_ENV = "BEAMSCOPE_CRASH_AT"
+_passes: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Crash-safety tests' hook: SIGKILL this process on its ``n``-th pass through ``name`` when
+    ``BEAMSCOPE_CRASH_AT=name:n`` is set. Points: model_load, batch (after each decoded batch),
+    parquet / manifest / duckdb (a temporary file written, not yet renamed), lance_delete (a part's
+    old vectors deleted, new ones not added), lance_add, migrate. Without the variable it does
+    nothing."""
+    spec = os.environ.get(CRASH_ENV)
+    if not spec or not spec.startswith(name + ":"):
+        return
+    _passes[name] = _passes.get(name, 0) + 1
+    if str(_passes[name]) == spec.removeprefix(name + ":"):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def check_run_id(run_id: str) -> str:
@@ -81,6 +98,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        crash_point("manifest" if path.name == MANIFEST else path.suffix.lstrip(".") or "file")
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -91,10 +109,10 @@ def atomic_write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def remove_orphan_temps(root: Path) -> int:
+def remove_orphan_temps(root: Path, recursive: bool = True) -> int:
     """Delete temporary files a killed writer left behind; return how many."""
     n = 0
-    for p in root.rglob(f".*{TMP_MARK}*"):
+    for p in (root.rglob if recursive else root.glob)(f".*{TMP_MARK}*"):
         if p.is_file():
             p.unlink(missing_ok=True)
             n += 1
@@ -124,8 +142,9 @@ def new_manifest() -> dict[str, Any]:
     }
 
 
-def read_manifest(root: Path) -> dict[str, Any]:
-    """Read and check the manifest of the warehouse at ``root``."""
+def read_manifest(root: Path, any_version: bool = False) -> dict[str, Any]:
+    """Read and check the manifest of the warehouse at ``root`` (of this schema version, unless
+    ``any_version``: then only its format is checked, for ``beamscope migrate``)."""
     path = root / MANIFEST
     if not root.is_dir():
         raise WarehouseError("no such warehouse directory", path=str(root))
@@ -140,9 +159,13 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise WarehouseError(f"unreadable manifest: {e}", path=str(path)) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise WarehouseError("not a beamscope warehouse manifest", path=str(path))
+    if not isinstance(manifest.get("runs"), dict):
+        raise WarehouseError('damaged manifest: no "runs" object', path=str(path))
     version = manifest.get("schema_version")
     if not isinstance(version, int):
         raise WarehouseError("manifest has no schema_version", path=str(path))
+    if any_version:
+        return manifest
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(
             f"written by schema version {version}; this beamscope reads up to {SCHEMA_VERSION} "
@@ -150,13 +173,46 @@ def read_manifest(root: Path) -> dict[str, Any]:
             path=str(path),
         )
     if version < SCHEMA_VERSION:
+        if migratable(version):
+            raise SchemaVersionError(
+                f"written by schema version {version}, older than {SCHEMA_VERSION}; "
+                f"run `beamscope migrate --warehouse {root}` to upgrade it in place",
+                path=str(path),
+            )
         raise SchemaVersionError(
-            f"written by schema version {version}, older than {SCHEMA_VERSION}; "
-            "re-trace the runs into a new warehouse",
+            f"written by schema version {version}, older than {SCHEMA_VERSION}, which cannot be "
+            "migrated; re-trace the runs into a new warehouse",
             path=str(path),
         )
     return manifest
 
 
+def migratable(version: int) -> bool:
+    """Whether a warehouse of schema ``version`` can be migrated in place (``beamscope migrate``)."""
+    later = range(version + 1, SCHEMA_VERSION + 1)
+    return 1 <= version <= SCHEMA_VERSION and all(v in ADDED_COLUMNS for v in later)
+
+
+def check_parts(root: Path, manifest: dict[str, Any]) -> None:
+    """Raise if a complete run lacks a table directory or part file (deleted by hand, copied in half)."""
+    for run_id, run in manifest["runs"].items():
+        if run.get("status") != "complete":
+            continue
+        for table in TABLES:
+            d = run_dir(root, table, run_id)
+            want = 1 if table == "runs" else int(run.get("n_parts", 0))
+            have = len(list(d.glob("part-*.parquet"))) if d.is_dir() else 0
+            if have < want:
+                raise WarehouseError(
+                    f"run {run_id!r} is damaged: {have} of {want} part files of table {table} are there; "
+                    "restore them from a copy, or delete the run's directories and trace it again",
+                    path=str(d),
+                )
+
+
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    """Replace the manifest atomically. Call it under ``locked(root)``: it first deletes the
+    temporary manifests that writers killed before their rename left behind."""
+    for tmp in root.glob(f".{MANIFEST}{TMP_MARK}*"):
+        tmp.unlink(missing_ok=True)
     atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))

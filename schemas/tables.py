@@ -238,3 +238,21 @@ def decoder_states_schema(dim: int) -> pa.Schema:
 
 
 VECTOR_TABLES = ("encoder_states", "decoder_states")
+
+# Migrations (``beamscope migrate``). A schema version listed here only added nullable columns to
+# Parquet tables: a warehouse of the version before it is upgraded in place by rewriting the
+# affected parts with those columns as NULL. A version that changes anything else (types, keys,
+# meanings, vectors) must not be listed: warehouses older than it are refused (re-trace).
+ADDED_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {
+    2: {
+        "source_tokens": ("nn_agreement",),
+        "target_steps": ("nn_agreement", "nn_ref_agreement"),
+        "reference_steps": ("nn_agreement",),
+    },
+}
+
+
+def columns_at(table: str, version: int) -> list[str]:
+    """The column names of ``table`` as schema ``version`` wrote them (for migratable versions)."""
+    added = {c for v, tables in ADDED_COLUMNS.items() if v > version for c in tables.get(table, ())}
+    return [f.name for f in TABLES[table] if f.name not in added]

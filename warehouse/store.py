@@ -13,8 +13,10 @@ import polars as pl
 from schemas import TABLES, WarehouseError
 from schemas.layout import (
     DUCKDB_FILE,
+    TMP_MARK,
     atomic_path,
     check_run_id,
+    locked,
     part_path,
     read_manifest,
     run_dir,
@@ -143,14 +145,17 @@ def write_duckdb_file(root: str | Path) -> Path:
     root = Path(root)
     read_manifest(root)
     target = root / DUCKDB_FILE
-    with atomic_path(target) as tmp:
-        tmp.unlink()
-        con = duckdb.connect(str(tmp))
-        try:
-            create_views(con, root, relative=True)
-        finally:
-            con.close()
-        with contextlib.suppress(FileNotFoundError):
-            Path(str(tmp) + ".wal").unlink()
-        tmp.touch(exist_ok=True)
+    with locked(root):  # one writer at a time, so the temporary files of killed ones can go
+        for orphan in root.glob(f".{DUCKDB_FILE}{TMP_MARK}*"):
+            orphan.unlink(missing_ok=True)
+        with atomic_path(target) as tmp:
+            tmp.unlink()
+            con = duckdb.connect(str(tmp))
+            try:
+                create_views(con, root, relative=True)
+            finally:
+                con.close()
+            with contextlib.suppress(FileNotFoundError):
+                Path(str(tmp) + ".wal").unlink()
+            tmp.touch(exist_ok=True)
     return target

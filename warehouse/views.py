@@ -8,13 +8,14 @@ directory); connections beamscope opens itself use absolute paths.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from schemas import TABLES
-from schemas.layout import table_glob
+from schemas import TABLES, WarehouseError
+from schemas.layout import check_parts, read_manifest, table_glob
 from warehouse.marts import mart_statements
 
 _SQL_TYPES = {
@@ -42,7 +43,10 @@ def _empty_select(schema: pa.Schema) -> str:
 
 
 def view_statements(root: Path, relative: bool = False) -> list[str]:
-    """CREATE VIEW statements for every table (empty, typed views for tables with no parts)."""
+    """CREATE VIEW statements for every table (empty, typed views for tables with no parts).
+
+    Raises if a complete run lacks part files (a table or part deleted by hand)."""
+    check_parts(root, read_manifest(root))
     stmts = ["CREATE SCHEMA IF NOT EXISTS raw"]
     for name, schema in TABLES.items():
         glob = table_glob(name)
@@ -70,9 +74,31 @@ def create_views(con: duckdb.DuckDBPyConnection, root: Path, relative: bool = Fa
     if relative:
         con.execute(f"SET file_search_path = '{_quote(str(root.resolve()))}'")
     for stmt in view_statements(root, relative) + mart_statements():
-        con.execute(stmt)
+        try:
+            con.execute(stmt)
+        except duckdb.Error as e:
+            raise damaged_part_error(e) or e from None
     if relative:
         con.execute("RESET file_search_path")
+
+
+_PART_FILE = re.compile(r"\s*'([^']*\.parquet)'")
+
+
+def damaged_part_error(e: duckdb.Error) -> WarehouseError | None:
+    """A one-line error naming the part file DuckDB could not read, or None if ``e`` names none."""
+    first = str(e).splitlines()[0] if str(e) else ""
+    found = _PART_FILE.search(first)
+    if found is None:
+        return None
+    path = found.group(1)
+    run = re.search(r"/run=([^/]+)/", path)
+    detail = _PART_FILE.sub("", first.split(": ", 1)[-1])
+    return WarehouseError(
+        f"damaged Parquet part ({detail}); restore it from a copy, or delete run "
+        f"{run.group(1) if run else '?'}'s directories and trace it again",
+        path=path,
+    )
 
 
 def _quote(s: str) -> str:

@@ -1,0 +1,165 @@
+"""Schema evolution: a version-1 warehouse is refused with a pointer to ``beamscope migrate``, which
+upgrades it in place (resumable, idempotent, vectors untouched); a newer one is refused clearly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from beamscope.cli import main
+from pipeline.beam import DecodeConfig
+from pipeline.trace import TraceConfig, trace
+from schemas import SCHEMA_VERSION, TABLES, SchemaVersionError
+from schemas.layout import migratable, read_manifest, vectors_dir
+from schemas.tables import ADDED_COLUMNS, columns_at
+from tests.reliability import harness as h
+from warehouse import open_warehouse
+
+V2_COLUMNS = ADDED_COLUMNS[2]
+
+
+@pytest.fixture(scope="module")
+def current(tmp_path_factory, tiny_dir) -> Path:
+    """A warehouse written by this beamscope: a training run (so nn_agreement is filled) and a test run."""
+    root = tmp_path_factory.mktemp("migrate") / "v2"
+    for name, corpus in (("train", "task:dates:train:24"), ("test", "task:dates:test:12")):
+        cfg = TraceConfig(
+            model=str(tiny_dir),
+            corpus=corpus,
+            warehouse=str(root),
+            run_name=name,
+            decoding=DecodeConfig(beam=2, topk=4, max_len=14),
+            part_size=4,
+            device="cpu",
+        )
+        trace(cfg, progress=False)
+    return root
+
+
+def downgrade(src: Path, dst: Path) -> int:
+    """Copy ``src`` and turn it into what schema version 1 wrote; return the parts changed."""
+    shutil.copytree(src, dst)
+    n = 0
+    for table, cols in V2_COLUMNS.items():
+        for part in sorted((dst / "tables" / table).glob("*/*.parquet")):
+            pq.write_table(pq.read_table(part).drop(list(cols)), part, compression="zstd")
+            n += 1
+    for part in (dst / "tables" / "runs").glob("*/*.parquet"):
+        t = pq.read_table(part)
+        i = t.schema.get_field_index("schema_version")
+        pq.write_table(t.set_column(i, t.schema.field(i), pa.array([1] * t.num_rows, pa.int32())), part)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["schema_version"] = 1
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    return n
+
+
+def _vector_files(root: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in vectors_dir(root).rglob("*")
+        if p.is_file()
+    }
+
+
+def test_columns_by_version() -> None:
+    assert SCHEMA_VERSION == 2 and migratable(1) and not migratable(0) and not migratable(SCHEMA_VERSION + 1)
+    assert "nn_ref_agreement" not in columns_at("target_steps", 1)
+    assert columns_at("target_steps", 2) == TABLES["target_steps"].names
+    assert columns_at("sentences", 1) == TABLES["sentences"].names  # untouched by version 2
+    for table, cols in V2_COLUMNS.items():  # only nullable columns can be added by a migration
+        assert all(TABLES[table].field(c).nullable for c in cols)
+
+
+def test_version_1_is_refused_with_the_migrate_command(current, tmp_path, capsys) -> None:
+    old = tmp_path / "v1"
+    downgrade(current, old)
+    msg = (
+        f"{old}/manifest.json: written by schema version 1, older than 2; "
+        f"run `beamscope migrate --warehouse {old}` to upgrade it in place"
+    )
+    with pytest.raises(SchemaVersionError) as err:
+        open_warehouse(old)
+    assert str(err.value) == msg
+    for argv in (["sql", "--warehouse", str(old), "SELECT 1"], ["errors", "--warehouse", str(old)]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == f"beamscope: error: {msg}\n"
+
+
+def test_migrate_killed_then_resumed_equals_the_current_warehouse(
+    current, tiny_dir, tmp_path, capsys
+) -> None:
+    old = tmp_path / "v1"
+    n_parts = downgrade(current, old)
+    vectors_before = _vector_files(old)
+    log = tmp_path / "migrate.log"
+    # killed after its 3rd rewritten part: still version 1, still refused, some parts already new
+    assert h.run_cli_child(["migrate", "--warehouse", str(old)], log, crash_at="migrate:3") == -9
+    assert read_manifest(old, any_version=True)["schema_version"] == 1
+    with pytest.raises(SchemaVersionError):
+        open_warehouse(old)
+    assert main(["migrate", "--warehouse", str(old)]) == 0
+    out = capsys.readouterr().out
+    assert out == (
+        f"{old}: migrated from schema version 1 to 2 ({n_parts - 3} of {n_parts} parts rewritten)\n"
+    )
+    assert main(["migrate", "--warehouse", str(old)]) == 0
+    assert capsys.readouterr().out == f"{old}: already at schema version 2; nothing to do\n"
+
+    manifest = read_manifest(old)
+    assert manifest["schema_version"] == SCHEMA_VERSION and manifest["migrations"][0]["from"] == 1
+    for table in TABLES:
+        for run in ("train", "test"):
+            got, want = h.parquet_rows(old, table, run), h.parquet_rows(current, table, run)
+            assert got.schema == TABLES[table] or table == "runs", table
+            if table == "runs":  # a run remembers the version that wrote it
+                assert got["schema_version"].to_pylist() == [1]
+                got, want = got.drop(["schema_version"]), want.drop(["schema_version"])
+            for col in V2_COLUMNS.get(table, ()):  # the new columns come back NULL
+                assert got[col].null_count == got.num_rows, (table, col)
+                i = want.schema.get_field_index(col)
+                want = want.set_column(i, want.schema.field(i), pa.nulls(want.num_rows, pa.float32()))
+            assert got.equals(want), (table, run)
+    assert _vector_files(old) == vectors_before  # LanceDB tables are not touched
+    assert h.temp_files(old) == []
+    with open_warehouse(old) as wh:  # readable again, by the views and the marts
+        assert wh.run_ids() == ["train", "test"]
+        assert wh.sql("SELECT count(*) FROM target_steps WHERE nn_agreement IS NOT NULL").item() == 0
+        assert wh.mart("error_summary", "test").height > 0
+    # and a new run can be traced into it (this one with the new columns filled)
+    s = trace(
+        TraceConfig(
+            model=str(tiny_dir),
+            corpus="task:dates:test:6",
+            warehouse=str(old),
+            run_name="after",
+            decoding=DecodeConfig(beam=2, topk=4, max_len=14),
+            device="cpu",
+        ),
+        progress=False,
+    )
+    assert s.n_sentences == 6
+    t = h.parquet_rows(old, "target_steps", "after")
+    assert pc.sum(pc.is_valid(t["nn_agreement"])).as_py() > 0
+
+
+def test_newer_and_unmigratable_versions_are_refused(current, tmp_path, capsys) -> None:
+    for version, expect in (
+        (SCHEMA_VERSION + 1, f"written by schema version {SCHEMA_VERSION + 1}; this beamscope reads up to "
+         f"{SCHEMA_VERSION} - upgrade beamscope"),
+        (0, f"written by schema version 0, which cannot be migrated to {SCHEMA_VERSION}; re-trace the runs "
+         "into a new warehouse"),
+    ):  # fmt: skip
+        root = tmp_path / f"v{version}"
+        root.mkdir()
+        manifest = json.loads((current / "manifest.json").read_text())
+        (root / "manifest.json").write_text(json.dumps({**manifest, "schema_version": version}))
+        assert main(["migrate", "--warehouse", str(root)]) == 2
+        assert capsys.readouterr().err == f"beamscope: error: {root}/manifest.json: {expect}\n"
+        assert json.loads((root / "manifest.json").read_text())["schema_version"] == version
