@@ -223,3 +223,74 @@ def step_highlight(step: int, vertical: bool) -> dict:
     if vertical:
         return dict(type="rect", xref="x", yref="paper", x0=step - 0.5, x1=step + 0.5, y0=0, y1=1, line=line)
     return dict(type="rect", xref="paper", yref="y", x0=0, x1=1, y0=step - 0.5, y1=step + 0.5, line=line)
+
+
+_GROUP_STYLE = {  # group: (colour, marker size, draw the path)
+    "encoder": ("#4e79a7", 10, True),
+    "decoder": ("#f28e2b", 10, True),
+    "encoder neighbour": ("#a0c4e8", 6, False),
+    "decoder neighbour": ("#f7c58f", 6, False),
+}
+
+
+def trajectory(points: pl.DataFrame, title: str) -> go.Figure:
+    """A sentence's states as paths (source order, target steps) among their nearest training
+    states; a neighbour's customdata is [training run, training sentence id]."""
+    fig = go.Figure()
+    for group, (color, size, path) in _GROUP_STYLE.items():
+        sel = points.filter(pl.col("group") == group) if points.height else points
+        if sel.height == 0:
+            continue
+        labels = [f"{p}:{t}" for p, t in zip(sel["position"], sel["token"], strict=True)]
+        fig.add_trace(
+            go.Scatter(
+                x=sel["x"].to_list(),
+                y=sel["y"].to_list(),
+                mode="lines+markers+text" if path else "markers",
+                name=group,
+                text=labels if path else None,
+                textposition="top center",
+                marker=dict(color=color, size=size),
+                line=dict(color=color),
+                customdata=None if path else sel.select("train_run", "train_sent_id").rows(),
+                hovertext=labels,
+                hovertemplate="%{hovertext}"
+                + (
+                    "<extra>" + group + "</extra>"
+                    if path
+                    else "<br>training sentence %{customdata[1]}<extra></extra>"
+                ),
+            )
+        )
+    fig.update_xaxes(title="PC 1")
+    fig.update_yaxes(title="PC 2")
+    return _layout(fig, title, height=460)
+
+
+def corpus_map(points: pl.DataFrame, title: str) -> go.Figure:
+    """Decoder states of sampled sentences coloured by the sentence's stage; customdata = sent_id."""
+    fig = go.Figure()
+    for stage, color in STAGE_COLORS.items():
+        sel = points.filter(pl.col("stage") == stage) if points.height else points
+        if sel.height == 0:
+            continue
+        fig.add_trace(
+            go.Scattergl(
+                x=sel["x"].to_list(),
+                y=sel["y"].to_list(),
+                mode="markers",
+                name=stage,
+                marker=dict(
+                    color=color, size=4 if stage == "correct" else 8, opacity=0.5 if stage == "correct" else 1
+                ),
+                customdata=sel["sent_id"].to_list(),
+                hovertext=[
+                    f"sentence {s} step {t}: {tok}"
+                    for s, t, tok in sel.select("sent_id", "step", "token").rows()
+                ],
+                hovertemplate="%{hovertext}<extra>" + stage + "</extra>",
+            )
+        )
+    fig.update_xaxes(title="PC 1")
+    fig.update_yaxes(title="PC 2")
+    return _layout(fig, title, height=420)

@@ -10,6 +10,7 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 from dashboard import figures, ids, queries
 from dashboard.components import card, run_picker, simple_table
 from dashboard.state import warehouse
+from warehouse.states import corpus_map
 
 dash.register_page(__name__, path="/", name="Overview", order=0)
 
@@ -91,9 +92,16 @@ def layout(run: str | None = None, **_: str) -> html.Div:
                 ],
                 className="grid2",
             ),
+            html.Div(dcc.Loading(dcc.Graph(id=ids.CORPUS_MAP)), className="panel"),
         ],
         className="page",
     )
+
+
+@callback(Output(ids.CORPUS_MAP, "figure"), Input(ids.OVERVIEW_RUN + "-value", "data"))
+def show_corpus_map(run: str):
+    title = "Decoder states of sampled sentences, every wrong one included (PCA; click a dot)"
+    return figures.corpus_map(corpus_map(warehouse(), run), title)
 
 
 def _graph(graph_id: str, figure: object) -> html.Div:
@@ -124,10 +132,11 @@ _LEN_BUCKETS = {
     Input(ids.LEN_BUCKETS, "clickData"),
     Input({"table": ids.CONFUSIONS, "row": dash.ALL}, "n_clicks"),
     Input({"table": ids.WORST, "row": dash.ALL}, "n_clicks"),
+    Input(ids.CORPUS_MAP, "clickData"),
     State(ids.OVERVIEW_RUN + "-value", "data"),
     prevent_initial_call=True,
 )
-def navigate(picked, stage, tag, chrf, length, bucket, _conf, _worst, run):  # noqa: ANN001, PLR0913
+def navigate(picked, stage, tag, chrf, length, bucket, _conf, _worst, state, run):  # noqa: ANN001, PLR0913
     """Turn a click on any number into the URL of the sentences behind it."""
     trigger = dash.ctx.triggered_id
     if trigger == ids.OVERVIEW_RUN:
@@ -150,6 +159,8 @@ def navigate(picked, stage, tag, chrf, length, bucket, _conf, _worst, run):  # n
     if isinstance(trigger, dict) and trigger["table"] == ids.CONFUSIONS:
         row = queries.confusions(warehouse(), run).row(trigger["row"], named=True)
         return _explorer(run, ref_token=row["ref_token"], hyp_token=row["hyp_token"])
+    if trigger == ids.CORPUS_MAP:
+        return f"/run/{run}/sentence/{int(state['points'][0]['customdata'])}"
     if isinstance(trigger, dict) and trigger["table"] == ids.WORST:
         row = queries.worst(warehouse(), run).row(trigger["row"], named=True)
         return f"/run/{run}/sentence/{row['sent_id']}"

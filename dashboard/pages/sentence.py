@@ -7,7 +7,7 @@ import re
 import dash
 from dash import Input, Output, Patch, State, callback, dcc, html, no_update
 
-from dashboard import figures, ids, queries
+from dashboard import figures, ids, neighbours, queries, whatif
 from dashboard.state import warehouse
 
 dash.register_page(__name__, path_template="/run/<run_id>/sentence/<sent_id>", name="Sentence", nav=False)
@@ -115,6 +115,8 @@ def layout(run_id: str | None = None, sent_id: str | None = None, **_: str) -> h
                 dcc.Graph(id=ids.BEAM, figure=figures.beam_tree(view.beam_nodes, "Beam tree")),
                 className="panel",
             ),
+            neighbours.section(view),
+            whatif.section(view),
         ],
         className="page",
     )

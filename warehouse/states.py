@@ -1,0 +1,176 @@
+"""Hidden states (goal G2): a sentence's encoder and decoder states, their nearest training
+states from LanceDB, and 2-D projections of both (PCA).
+
+Neighbours come from the run's training run (``runs.neighbours_run``, else the newest complete
+train-split run of the same model): its last-layer encoder states, labelled by source token,
+and its reference-forced decoder states, labelled by the reference token that followed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas import WarehouseError
+from schemas.layout import open_vectors, vector_table
+from warehouse.store import Warehouse
+from warehouse.vectors import fetch, nearest
+
+Kind = Literal["encoder", "decoder"]
+_TABLE = {"encoder": "encoder_states", "decoder": "decoder_states"}
+_POS = {"encoder": "src_pos", "decoder": "step"}
+STAGE_SQL = (
+    "CASE WHEN reference IS NULL THEN 'no_reference' WHEN exact_match THEN 'correct' ELSE blamed_stage END"
+)
+
+
+def training_run(wh: Warehouse, run: str) -> str | None:
+    """The complete training run whose states are ``run``'s neighbours, if any."""
+    found = wh.sql(
+        "SELECT coalesce(r.neighbours_run, (SELECT t.run_id FROM runs t WHERE t.split = 'train' "
+        "AND t.model_hash = r.model_hash AND t.run_id <> r.run_id ORDER BY t.created_at DESC LIMIT 1)) "
+        "FROM runs r WHERE r.run_id = ?",
+        [run],
+    )
+    train = found.item() if found.height else None
+    return train if train in wh.run_ids() else None
+
+
+def _vectors(table: pa.Table) -> np.ndarray:
+    dim = table.schema.field("vector").type.list_size
+    return table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, dim)
+
+
+def sentence_states(wh: Warehouse, run: str, sent_id: int, kind: Kind) -> tuple[pl.DataFrame, np.ndarray]:
+    """The sentence's last-layer encoder states (by ``src_pos``) or hypothesis decoder states (by
+    ``step``): their key columns and the vectors [n, d] (empty when the run kept no vectors)."""
+    tbl = open_vectors(wh.vectors(), vector_table(_TABLE[kind], run))
+    if tbl is None:
+        return pl.DataFrame(), np.zeros((0, 0), dtype=np.float32)
+    where = f"sent_id = {int(sent_id)}" + (" AND decoding = 'hyp'" if kind == "decoder" else "")
+    rows = fetch(tbl, where)
+    if kind == "encoder" and rows.num_rows:
+        top = max(rows["layer"].to_pylist())
+        rows = rows.filter(pc.equal(rows["layer"], top))
+    rows = rows.sort_by(_POS[kind])
+    return pl.from_arrow(rows.drop_columns(["vector"])), _vectors(rows)
+
+
+def nearest_training(
+    wh: Warehouse, run: str, sent_id: int, kind: Kind, positions: list[int] | None = None, k: int = 10
+) -> pl.DataFrame:
+    """The ``k`` nearest training states of the sentence's states at ``positions`` (all if None):
+    one row per (query position, rank) with the training sentence, its tokens, the matching
+    token's position, the cosine distance and, for decoder states, the token that followed."""
+    return _nearest(wh, run, sent_id, kind, positions, k)[0]
+
+
+def _nearest(
+    wh: Warehouse, run: str, sent_id: int, kind: Kind, positions: list[int] | None, k: int
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """``nearest_training`` and the neighbours' vectors [rows, d] in its row order."""
+    train = training_run(wh, run)
+    if train is None:
+        raise WarehouseError(f"run {run!r} has no traced training run of the same model to search")
+    keys, vectors = sentence_states(wh, run, sent_id, kind)
+    table = open_vectors(wh.vectors(), vector_table(_TABLE[kind], train))
+    if table is None or not len(vectors):
+        raise WarehouseError(f"no stored {kind} states for run {train if table is None else run!r}")
+    pos_col = _POS[kind]
+    all_pos = keys[pos_col].to_list()
+    positions = all_pos if positions is None else [p for p in positions if p in all_pos]
+    if not positions:
+        return pl.DataFrame(), np.zeros((0, vectors.shape[1]), dtype=np.float32)
+    query = vectors[[all_pos.index(p) for p in positions]]
+    where = "decoding = 'ref'" if kind == "decoder" else f"layer = {int(keys['layer'].max())}"
+    columns = ["sent_id", pos_col, "token"] + (["next_token"] if kind == "decoder" else [])
+    found = nearest(table, query, k, where, [*columns, "vector"])
+    near = pl.from_arrow(found.drop_columns(["vector"])).with_row_index("row")
+    near = near.with_columns(
+        position=pl.Series([positions[i] for i in near["query_index"].to_list()], dtype=pl.Int64),
+        rank=pl.int_range(pl.len()).over("query_index") + 1,
+    ).rename({"sent_id": "train_sent_id", pos_col: "train_pos", "_distance": "distance"})
+    ids = sorted(set(near["train_sent_id"].to_list()))
+    side = "source_tokens" if kind == "encoder" else "reference_steps"
+    tokens = wh.sql(
+        f"SELECT s.sent_id AS train_sent_id, s.source, s.reference, t.tokens FROM sentences s "
+        f"JOIN (SELECT sent_id, list(token ORDER BY {pos_col}) AS tokens FROM {side} "
+        f"WHERE run_id = ? AND list_contains(?, sent_id) GROUP BY sent_id) t USING (sent_id) "
+        "WHERE s.run_id = ? AND list_contains(?, s.sent_id)",
+        [train, ids, train, ids],
+    )
+    near = near.join(tokens, on="train_sent_id", how="left", maintain_order="left")
+    near = near.with_columns(train_run=pl.lit(train)).sort("position", "rank")
+    return near.drop("query_index", "row"), _vectors(found)[near["row"].to_numpy()]
+
+
+def pca_2d(vectors: np.ndarray) -> np.ndarray:
+    """[n, 2] coordinates on the first two principal components of ``vectors`` [n, d]."""
+    x = np.asarray(vectors, dtype=np.float64)
+    if len(x) < 2:
+        return np.zeros((len(x), 2))
+    x = x - x.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    out = x @ vt[:2].T
+    return np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+
+
+def trajectory(wh: Warehouse, run: str, sent_id: int, k: int = 5) -> pl.DataFrame:
+    """The sentence's encoder and decoder states and each one's ``k`` nearest training states,
+    projected together with PCA: columns group ('encoder', 'decoder', 'encoder neighbour',
+    'decoder neighbour'), position, token, x, y, train_run, train_sent_id (neighbours only)."""
+    frames, blocks = [], []
+    has_training = training_run(wh, run) is not None
+    for kind in ("encoder", "decoder"):
+        keys, vectors = sentence_states(wh, run, sent_id, kind)
+        if not len(vectors):
+            continue
+        own = keys.select(
+            pl.lit(kind).alias("group"),
+            pl.col(_POS[kind]).cast(pl.Int64).alias("position"),
+            pl.col("token" if kind == "encoder" else "next_token").alias("token"),
+            pl.lit(None, pl.String).alias("train_run"),
+            pl.lit(None, pl.Int64).alias("train_sent_id"),
+        )
+        frames.append(own)
+        blocks.append(vectors)
+        if has_training:
+            near, near_vectors = _nearest(wh, run, sent_id, kind, None, k)
+            frames.append(
+                near.select(
+                    pl.lit(f"{kind} neighbour").alias("group"),
+                    "position",
+                    pl.col("next_token" if kind == "decoder" else "token").alias("token"),
+                    "train_run",
+                    pl.col("train_sent_id").cast(pl.Int64),
+                )
+            )
+            blocks.append(near_vectors)
+    if not blocks:
+        return pl.DataFrame()
+    xy = pca_2d(np.concatenate(blocks))
+    return pl.concat(frames).with_columns(x=pl.Series(xy[:, 0]), y=pl.Series(xy[:, 1]))
+
+
+def corpus_map(wh: Warehouse, run: str, max_sentences: int = 1500) -> pl.DataFrame:
+    """Hypothesis decoder states of a sample of the run's sentences (every wrong one first, then
+    a fixed pseudo-random sample of the rest), projected with PCA: sent_id, step, token, stage, x, y."""
+    tbl = open_vectors(wh.vectors(), vector_table("decoder_states", run))
+    if tbl is None:
+        return pl.DataFrame()
+    sample = wh.sql(
+        f"SELECT sent_id, {STAGE_SQL} AS stage FROM sentences WHERE run_id = ? "
+        "ORDER BY (reference IS NOT NULL AND NOT exact_match) DESC, hash(sent_id) LIMIT ?",
+        [run, max_sentences],
+    )
+    ids = ", ".join(str(i) for i in sample["sent_id"].to_list())
+    rows = fetch(tbl, f"decoding = 'hyp' AND sent_id IN ({ids})")
+    if not rows.num_rows:
+        return pl.DataFrame()
+    xy = pca_2d(_vectors(rows))
+    states = pl.from_arrow(rows.select(["sent_id", "step", "next_token"])).rename({"next_token": "token"})
+    return states.with_columns(x=pl.Series(xy[:, 0]), y=pl.Series(xy[:, 1])).join(sample, on="sent_id")
