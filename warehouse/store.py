@@ -105,7 +105,8 @@ class Warehouse:
         if path is None or not path.is_file():
             path = run_dir(self.root, table, run) / "*.parquet"
         return (
-            f"read_parquet('{str(path.resolve() if path.exists() else path).replace(chr(39), chr(39) * 2)}')"
+            f"read_parquet('{str(path.resolve() if path.exists() else path).replace(chr(39), chr(39) * 2)}', "
+            "hive_partitioning = false)"
         )
 
     def _part_sizes(self) -> dict[str, int]:
