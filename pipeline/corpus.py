@@ -89,6 +89,8 @@ def _lines(path: Path) -> list[str]:
     data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
+    elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise CorpusError("UTF-16 text (byte-order mark); save it as UTF-8", path=str(path), line=1)
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -99,6 +101,10 @@ def _lines(path: Path) -> list[str]:
             raise CorpusError(f"line longer than {MAX_LINE_BYTES} bytes", path=str(path), line=no)
         if b"\x00" in raw:
             raise CorpusError("NUL byte in line", path=str(path), line=no)
+        if b"\r" in raw:  # old Mac line ends would silently merge every line into one sentence
+            raise CorpusError(
+                "carriage return inside a line (use LF or CRLF line ends)", path=str(path), line=no
+            )
         try:
             out.append(raw.decode("utf-8"))
         except UnicodeDecodeError as e:
@@ -134,15 +140,38 @@ def _txt(path: Path, refs: Path | None) -> list[Example]:
 
 def _tsv(path: Path) -> list[Example]:
     out = []
-    for i, line in enumerate(_lines(path), 1):
+    lines = _lines(path)
+    for i, line in enumerate(lines, 1):
         cols = line.split("\t")
         if len(cols) > 2:
             raise CorpusError(
                 f"expected 1 or 2 tab-separated columns, found {len(cols)}", path=str(path), line=i
             )
+        _no_csv_quoting(cols, lines[i] if i < len(lines) else None, path, i)
         ref = _text(cols[1], path, i, "reference") if len(cols) == 2 else None
         out.append(Example(i - 1, _text(cols[0], path, i, "source"), ref, str(path), i))
     return out
+
+
+def _no_csv_quoting(cols: list[str], next_line: str | None, path: Path, line: int) -> None:
+    """Refuse the two shapes CSV writers give a TSV (quotes are otherwise plain text here): a field
+    wrapped in quotes with doubled quotes inside, and a quoted field that goes on over a line end."""
+    for col in cols:
+        if len(col) > 1 and col[0] == col[-1] == '"' and '""' in col[1:-1]:
+            raise CorpusError(
+                'CSV-style quoted field ("" inside "..."); TSV fields here are not quoted',
+                path=str(path),
+                line=line,
+            )
+    last = cols[-1]
+    if next_line is not None and last.startswith('"') and last.count('"') % 2:
+        first = next_line.split("\t")[0]
+        if first.count('"') % 2 and first.rstrip().endswith('"'):
+            raise CorpusError(
+                "a quoted field goes on over the line end (CSV quoting?); TSV here has one pair a line",
+                path=str(path),
+                line=line,
+            )
 
 
 def _jsonl(path: Path) -> list[Example]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from pipeline.neighbours import find_training_run, load_training_states
 from pipeline.records import PartBuilder, Traced
 from pipeline.writer import RunWriter, run_row
 from schemas import ConfigError, WarehouseError
-from schemas.layout import crash_point
+from schemas.layout import MANIFEST, crash_point, read_manifest
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class TraceConfig:
             raise ConfigError(f"--batch-size must be at least 1 (got {self.batch_size})")
         if self.part_size < 1:
             raise ConfigError(f"--part-size must be at least 1 (got {self.part_size})")
+        if not math.isfinite(self.decoding.length_penalty):
+            raise ConfigError(f"--length-penalty must be finite (got {self.decoding.length_penalty})")
         return self
 
 
@@ -100,6 +103,8 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
     neighbours_run = cfg.neighbours_run
     if neighbours_run == "auto":
         neighbours_run = None if split == "train" else find_training_run(root, model_hash, run_id)
+    elif neighbours_run and not _complete_run(root, neighbours_run):  # refused before anything is written
+        raise WarehouseError(f"neighbours run {neighbours_run!r} is not a complete run of this warehouse")
     options = {
         "batch_size": cfg.batch_size,
         "part_size": cfg.part_size,
@@ -160,6 +165,12 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
         {**row, "n_skipped": n_skipped, **scores}, {"n_sentences": len(examples), "n_skipped": n_skipped}
     )
     return TraceSummary(run_id, root, len(examples), n_skipped, len(done), False)
+
+
+def _complete_run(root: Path, run_id: str) -> bool:
+    if not (root / MANIFEST).is_file():
+        return False
+    return read_manifest(root)["runs"].get(run_id, {}).get("status") == "complete"
 
 
 @torch.inference_mode()

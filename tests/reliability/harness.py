@@ -61,6 +61,13 @@ def _child(argv: list[str], crash_at: str | None, log: str) -> None:
     os._exit(code)
 
 
+def start_cli_child(argv: list[str], log: Path, crash_at: str | None = None) -> Any:
+    """Start ``beamscope ARGV`` in a forked child and return its ``multiprocessing.Process``."""
+    proc = _context().Process(target=_child, args=(argv, crash_at, str(log)))
+    proc.start()
+    return proc
+
+
 def run_cli_child(
     argv: list[str],
     log: Path,
@@ -74,8 +81,7 @@ def run_cli_child(
     ``crash_at`` sets the crash hook; ``kill_after`` seconds after the start (or after
     ``kill_when()`` first holds) the parent sends SIGKILL, unless the child has ended.
     """
-    proc = _context().Process(target=_child, args=(argv, crash_at, str(log)))
-    proc.start()
+    proc = start_cli_child(argv, log, crash_at)
     deadline = time.monotonic() + timeout
     if kill_when is not None:
         while proc.is_alive() and not kill_when() and time.monotonic() < deadline:

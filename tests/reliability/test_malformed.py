@@ -1,0 +1,548 @@
+"""Malformed inputs, each with its exact outcome at the CLI edge: one line on stderr naming the file
+(and line), exit code 2 and nothing written; or, where a sentence is only too long for the model, a
+counted and recorded skip with every other sentence traced.
+
+Corpora, checkpoints, warehouses and options: ``CASES`` maps an id to a function that builds the
+bad input under a scratch directory and returns the argv and the expected stderr line (a string:
+exact; a compiled pattern: full match). ``beamscope.cli.main`` runs in-process (same code path as
+the command; no interpreter start per case).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from beamscope.cli import main
+from pipeline.beam import DecodeConfig
+from pipeline.trace import TraceConfig, trace
+from schemas import SCHEMA_VERSION
+from schemas.layout import part_path, run_dir
+from warehouse import open_warehouse
+
+Expect = str | re.Pattern[str]
+Case = Callable[[Path, Path, Path], tuple[list[str], Expect]]  # (scratch, model, warehouse) -> ...
+CASES: dict[str, Case] = {}
+GOOD = b"5.3.21\t2021-03-05\n"
+
+
+def case(name: str) -> Callable[[Case], Case]:
+    def register(fn: Case) -> Case:
+        CASES[name] = fn
+        return fn
+
+    return register
+
+
+def _trace(model: Path, corpus: Path | str, wh: Path, *extra: str) -> list[str]:
+    argv = ["trace", "--model", str(model), "--corpus", str(corpus), "--warehouse", str(wh)]
+    return [*argv, "--device", "cpu", "--beam", "2", "--max-len", "12", *extra]
+
+
+def _file(d: Path, name: str, data: bytes) -> Path:
+    (d / name).write_bytes(data)
+    return d / name
+
+
+def _corpus_case(name: str, data: bytes, message: str) -> None:
+    """A corpus file ``name`` holding ``data``; ``message`` is the error after 'PATH'."""
+
+    @case(f"corpus-{name}")
+    def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+        path = _file(d, name, data)
+        return _trace(model, path, d / "out"), f"{path}{message}"
+
+
+# -- corpora --------------------------------------------------------------------------------------
+_corpus_case("latin1.txt", b"5.3.21\nM\xe4rz 2021\n", ":2: not UTF-8 (byte 2)")
+_corpus_case("utf16.txt", "5.3.21\n".encode("utf-16"), ":1: UTF-16 text (byte-order mark); save it as UTF-8")
+_corpus_case(
+    "mac-cr.txt", b"5.3.21\r6.3.21\r", ":1: carriage return inside a line (use LF or CRLF line ends)"
+)
+_corpus_case("nul.txt", b"5.3.21\n6.3\x00.21\n", ":2: NUL byte in line")
+_corpus_case("empty.txt", b"", ": empty corpus: no sentences")
+_corpus_case("newlines-only.txt", b"\n\n", ":1: empty line")
+_corpus_case("whitespace-line.txt", b"5.3.21\n \t \n6.3.21\n", ":2: empty line")
+_corpus_case("trailing-blank-line.txt", b"5.3.21\n6.3.21\n\n", ":3: empty line")
+_corpus_case(
+    "huge-line.txt", b"5.3.21\n" + b"7" * ((1 << 20) + 1) + b"\n", ":2: line longer than 1048576 bytes"
+)
+_corpus_case("three-columns.tsv", GOOD + b"a\tb\tc\n", ":2: expected 1 or 2 tab-separated columns, found 3")
+_corpus_case(
+    "quoted-over-two-lines.tsv",
+    GOOD + b'"5 March\n2021"\t2021-03-05\n',
+    ":2: a quoted field goes on over the line end (CSV quoting?); TSV here has one pair a line",
+)
+_corpus_case(
+    "csv-escaped-quotes.tsv",
+    GOOD + b'"He said ""5.3.21"""\t2021-03-05\n',
+    ':2: CSV-style quoted field ("" inside "..."); TSV fields here are not quoted',
+)
+_corpus_case("empty-source.tsv", GOOD + b"\t2021-03-05\n", ":2: empty source")
+_corpus_case("empty-reference.tsv", GOOD + b"5.3.21\t \n", ":2: empty reference")
+_corpus_case("crlf-bad-utf8.tsv", GOOD.replace(b"\n", b"\r\n") + b"\xff\t2021\r\n", ":2: not UTF-8 (byte 1)")
+_corpus_case("invalid.jsonl", b'{"source": "5.3.21"}\n{"source": \n', ":2: invalid JSON (Expecting value)")
+_corpus_case("wrong-field.jsonl", b'{"src": "5.3.21"}\n', ':1: expected an object with a string "source"')
+_corpus_case("array-line.jsonl", b'["5.3.21"]\n', ':1: expected an object with a string "source"')
+_corpus_case("null-source.jsonl", b'{"source": null}\n', ':1: expected an object with a string "source"')
+_corpus_case(
+    "number-reference.jsonl",
+    b'{"source": "5.3.21", "reference": 20210305}\n',
+    ':1: "reference" must be a string',
+)
+_corpus_case(
+    "format.csv",
+    b"source,reference\n5.3.21,2021-03-05\n",
+    ": unknown corpus format (use .txt, .tsv, .jsonl or .parquet)",
+)
+
+
+def _parquet_case(name: str, table: pa.Table, message: str) -> None:
+    @case(f"corpus-{name}.parquet")
+    def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+        path = d / f"{name}.parquet"
+        pq.write_table(table, path)
+        return _trace(model, path, d / "out"), f"{path}{message}"
+
+
+_parquet_case("int-source", pa.table({"source": [1, 2]}), ': column "source" must be strings, not int64')
+_parquet_case(
+    "int-reference",
+    pa.table({"source": ["5.3.21"], "reference": [20210305]}),
+    ': column "reference" must be strings, not int64',
+)
+_parquet_case("no-source-column", pa.table({"text": ["5.3.21"]}), ': Parquet corpus needs a "source" column')
+_parquet_case("null-source", pa.table({"source": ["5.3.21", None]}), ":2: null source")
+
+
+@case("corpus-truncated.parquet")
+def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+    path = d / "truncated.parquet"
+    pq.write_table(pa.table({"source": ["5.3.21"] * 50}), path)
+    path.write_bytes(path.read_bytes()[:-20])
+    return _trace(model, path, d / "out"), re.compile(re.escape(f"{path}: unreadable Parquet (") + r".+\)")
+
+
+@case("corpus-missing-file")
+def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+    return _trace(model, d / "nope.txt", d / "out"), f"{d / 'nope.txt'}: no such corpus file"
+
+
+@case("corpus-directory")
+def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+    (d / "dir.txt").mkdir()
+    return _trace(model, d / "dir.txt", d / "out"), f"{d / 'dir.txt'}: no such corpus file"
+
+
+def _refs_case(name: str, src: bytes, refs: bytes | None, message: Callable[[Path, Path], str]) -> None:
+    @case(f"refs-{name}")
+    def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+        path = _file(d, "src.txt", src) if not name.startswith("tsv") else _file(d, "src.tsv", src)
+        ref = d / "refs.txt"
+        if refs is not None:
+            ref.write_bytes(refs)
+        return _trace(model, path, d / "out", "--refs", str(ref)), message(path, ref)
+
+
+_refs_case("fewer", b"5.3.21\n6.3.21\n", b"2021-03-05\n", lambda s, r: f"{r}:2: 1 references for 2 sources")
+_refs_case(
+    "more", b"5.3.21\n", b"2021-03-05\n2021-03-06\n", lambda s, r: f"{r}:2: 2 references for 1 sources"
+)
+_refs_case("empty-line", b"5.3.21\n6.3.21\n", b"2021-03-05\n\n", lambda s, r: f"{r}:2: empty reference")
+_refs_case("missing", b"5.3.21\n", None, lambda s, r: f"{r}: no such reference file")
+_refs_case("tsv-with-refs", GOOD, b"2021-03-05\n", lambda s, r: f"{s}: --refs applies to .txt corpora only")
+
+
+def _task_case(spec: str, message: str) -> None:
+    @case(f"task-{spec}")
+    def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+        return _trace(model, spec, d / "out"), message
+
+
+_task_case("task:poems:test", "unknown task 'poems'; built-in tasks: dates, numbers")
+_task_case("task:dates:dev", "unknown split 'dev' in 'task:dates:dev'; splits: train, valid, test")
+_task_case("task:dates:test:abc", "bad sentence count 'abc' in 'task:dates:test:abc'")
+_task_case("task:dates:test:-5", "sentence count must be positive in 'task:dates:test:-5'")
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+def _ckpt_case(name: str, damage: Callable[[Path], Expect]) -> None:
+    @case(f"checkpoint-{name}")
+    def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+        ckpt = d / "model"
+        shutil.copytree(model, ckpt)
+        expect = damage(ckpt)
+        return _trace(ckpt, "task:dates:test:3", d / "out"), expect
+
+
+def _edit_json(path: Path, fn: Callable[[dict], object]) -> None:
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data))
+
+
+def _truncate(path: Path, keep: int | None = None) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 if keep is None else keep])
+    return path
+
+
+_WEIGHTS_UNREADABLE = r": unreadable weights \(.+\)"
+_MISMATCH = r": weights do not match config\.json \(.+\)"
+_ckpt_case(
+    "truncated-safetensors",
+    lambda c: re.compile(re.escape(str(_truncate(c / "model.safetensors"))) + _WEIGHTS_UNREADABLE),
+)
+_ckpt_case(
+    "empty-safetensors",
+    lambda c: re.compile(re.escape(str(_truncate(c / "model.safetensors", 0))) + _WEIGHTS_UNREADABLE),
+)
+_ckpt_case(
+    "config-of-another-arch",
+    lambda c: (
+        _edit_json(c / "config.json", lambda j: j.update(arch="lstm", model={"d_model": 32})),
+        re.compile(re.escape(str(c / "model.safetensors")) + _MISMATCH),
+    )[1],
+)
+_ckpt_case(
+    "config-other-sizes",
+    lambda c: (
+        _edit_json(c / "config.json", lambda j: j["model"].update(d_model=64)),
+        re.compile(re.escape(str(c / "model.safetensors")) + _MISMATCH),
+    )[1],
+)
+_ckpt_case(
+    "config-unknown-arch",
+    lambda c: (
+        _edit_json(c / "config.json", lambda j: j.update(arch="gru")),
+        f"{c / 'config.json'}: unknown architecture 'gru'",
+    )[1],
+)
+_ckpt_case(
+    "config-misspelt-size",
+    lambda c: (
+        _edit_json(c / "config.json", lambda j: j["model"].update(d_modle=32)),
+        re.compile(
+            re.escape(f"{c / 'config.json'}: config does not fit arch 'transformer': ") + ".*d_modle.*"
+        ),
+    )[1],
+)
+_ckpt_case(
+    "config-not-json",
+    lambda c: (
+        (c / "config.json").write_text("{not json"),
+        f"{c / 'config.json'}: not valid JSON (Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1))",
+    )[1],
+)
+_ckpt_case(
+    "config-foreign",
+    lambda c: (
+        (c / "config.json").write_text('{"hello": 1}'),
+        f'{c / "config.json"}: not a beamscope checkpoint (config.json has no "format": "beamscope-model") '
+        'nor a Hugging Face model (no "model_type")',
+    )[1],
+)
+_ckpt_case(
+    "vocabulary-missing",
+    lambda c: ((c / "tgt_vocab.json").unlink(), f"{c}: incomplete checkpoint: tgt_vocab.json is missing")[1],
+)
+_ckpt_case(
+    "vocabulary-not-an-object",
+    lambda c: (
+        (c / "src_vocab.json").write_text("[1, 2]"),
+        f"{c / 'src_vocab.json'}: expected a JSON object",
+    )[1],
+)
+_ckpt_case(
+    "vocabulary-without-tokens",
+    lambda c: (
+        (c / "tgt_vocab.json").write_text('{"mode": "char"}'),
+        f"{c}: malformed vocabulary ('tokens')",
+    )[1],
+)
+_ckpt_case(
+    "vocabulary-of-another-size",
+    lambda c: (
+        _edit_json(c / "tgt_vocab.json", lambda j: j["tokens"].append("extra")),
+        re.compile(re.escape(str(c / "model.safetensors")) + _MISMATCH),
+    )[1],
+)
+
+
+@case("checkpoint-missing-directory")
+def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+    return _trace(d / "nope", "task:dates:test:3", d / "out"), f"{d / 'nope'}: no such model directory"
+
+
+@case("checkpoint-empty-directory")
+def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+    (d / "empty").mkdir()
+    return _trace(
+        d / "empty", "task:dates:test:3", d / "out"
+    ), f"{d / 'empty'}: not a model directory (no config.json)"
+
+
+# -- warehouses -----------------------------------------------------------------------------------
+def _wh_case(
+    name: str, damage: Callable[[Path], Expect], argv: Callable[[Path], list[str]] | None = None
+) -> None:
+    @case(f"warehouse-{name}")
+    def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+        copy = d / "wh"
+        shutil.copytree(wh, copy)
+        expect = damage(copy)
+        return (
+            argv(copy) if argv else ["sql", "--warehouse", str(copy), "SELECT count(*) FROM sentences"]
+        ), expect
+
+
+_DAMAGED = "; restore it from a copy, or delete run r's directories and trace it again"
+_wh_case(
+    "truncated-part",
+    lambda w: (
+        f"{_truncate(part_path(w, 'attention', 'r', 1))}: damaged Parquet part "
+        f"(No magic bytes found at end of file){_DAMAGED}"
+    ),
+)
+_wh_case(
+    "truncated-part-errors-verb",
+    lambda w: (
+        f"{_truncate(part_path(w, 'beam_nodes', 'r', 2))}: damaged Parquet part "
+        f"(No magic bytes found at end of file){_DAMAGED}"
+    ),
+    lambda w: ["errors", "--warehouse", str(w)],
+)
+_wh_case(
+    "emptied-part",
+    lambda w: (
+        f"{_truncate(part_path(w, 'sentences', 'r', 0), 0)}: damaged Parquet part "
+        f"(File too small to be a Parquet file){_DAMAGED}"
+    ),
+)
+_wh_case(
+    "missing-table",
+    lambda w: (
+        shutil.rmtree(w / "tables" / "attention"),
+        f"{run_dir(w, 'attention', 'r')}: run 'r' is damaged: 0 of 3 part files of table attention are "
+        "there; restore them from a copy, or delete the run's directories and trace it again",
+    )[1],
+)
+_wh_case(
+    "missing-part",
+    lambda w: (
+        part_path(w, "reference_steps", "r", 1).unlink(),
+        f"{run_dir(w, 'reference_steps', 'r')}: run 'r' is damaged: 2 of 3 part files of table "
+        "reference_steps are there; restore them from a copy, or delete the run's directories and trace it "
+        "again",
+    )[1],
+)
+_wh_case(
+    "newer-schema",
+    lambda w: (
+        _edit_json(w / "manifest.json", lambda j: j.update(schema_version=SCHEMA_VERSION + 1)),
+        f"{w / 'manifest.json'}: written by schema version {SCHEMA_VERSION + 1}; this beamscope reads up to "
+        f"{SCHEMA_VERSION} - upgrade beamscope",
+    )[1],
+)
+_wh_case(
+    "older-schema",
+    lambda w: (
+        _edit_json(w / "manifest.json", lambda j: j.update(schema_version=1)),
+        f"{w / 'manifest.json'}: written by schema version 1, older than 2; run `beamscope migrate "
+        f"--warehouse {w}` to upgrade it in place",
+    )[1],
+)
+_wh_case(
+    "manifest-not-json",
+    lambda w: (
+        (w / "manifest.json").write_text(""),
+        f"{w / 'manifest.json'}: unreadable manifest: Expecting value: line 1 column 1 (char 0)",
+    )[1],
+)
+_wh_case(
+    "manifest-of-another-tool",
+    lambda w: (
+        (w / "manifest.json").write_text('{"format": "iceberg"}'),
+        f"{w / 'manifest.json'}: not a beamscope warehouse manifest",
+    )[1],
+)
+_wh_case(
+    "manifest-without-runs",
+    lambda w: (
+        _edit_json(w / "manifest.json", lambda j: j.pop("runs")),
+        f'{w / "manifest.json"}: damaged manifest: no "runs" object',
+    )[1],
+)
+_wh_case(
+    "foreign-directory-sql",
+    lambda w: (
+        (w / "manifest.json").unlink(),
+        f"{w}: not a beamscope warehouse (no manifest.json); create one with `beamscope trace`",
+    )[1],  # fmt: skip
+)
+
+
+@case("warehouse-foreign-directory-trace")
+def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+    (d / "photos").mkdir()
+    (d / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+    return (
+        _trace(model, "task:dates:test:3", d / "photos"),
+        f"{d / 'photos'}: directory exists, is not empty and is not a beamscope warehouse",
+    )
+
+
+@case("warehouse-missing")
+def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+    return ["errors", "--warehouse", str(d / "nope")], f"{d / 'nope'}: no such warehouse directory"
+
+
+# -- options --------------------------------------------------------------------------------------
+def _option_case(name: str, extra: list[str], message: str) -> None:
+    @case(f"option-{name}")
+    def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+        return _trace(model, "task:dates:test:3", d / "out", *extra), message
+
+
+_option_case("beam-0", ["--beam", "0"], "--beam must be at least 1 (got 0)")
+_option_case("beam-negative", ["--beam", "-2"], "--beam must be at least 1 (got -2)")
+_option_case("topk-0", ["--topk", "0"], "--topk must be between 1 and the vocabulary size {vocab} (got 0)")
+_option_case(
+    "topk-above-vocabulary",
+    ["--topk", "5000"],
+    "--topk must be between 1 and the vocabulary size {vocab} (got 5000)",
+)
+_option_case("max-len-negative", ["--max-len", "-3"], "--max-len must be at least 1 (got -3)")
+_option_case("batch-size-0", ["--batch-size", "0"], "--batch-size must be at least 1 (got 0)")
+_option_case("part-size-negative", ["--part-size", "-1"], "--part-size must be at least 1 (got -1)")
+_option_case("length-penalty-nan", ["--length-penalty", "nan"], "--length-penalty must be finite (got nan)")
+_option_case("device-unknown", ["--device", "tpu9"], "unknown device 'tpu9' (use auto, cpu, cuda or cuda:N)")
+_option_case(
+    "run-name-path",
+    ["--run-name", "../../etc"],
+    "invalid run name '../../etc': use letters, digits, '_', '-' and '.' (max 128)",
+)
+_option_case(
+    "neighbours-run-unknown",
+    ["--neighbours-run", "nope"],
+    "neighbours run 'nope' is not a complete run of this warehouse",
+)
+
+
+def _sql_option_case(name: str, extra: list[str], message: str) -> None:
+    @case(f"option-sql-{name}")
+    def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+        return ["sql", "--warehouse", str(wh), *extra, "SELECT 1"], message
+
+
+_sql_option_case("max-rows-0", ["--max-rows", "0"], "--max-rows must be at least 1")
+_sql_option_case("timeout-negative", ["--timeout", "-1"], "--timeout must be positive")
+_sql_option_case("out-xlsx", ["--out", "r.xlsx"], "--out r.xlsx: use a .csv, .parquet, .json or .jsonl file")
+
+
+# -- the test -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_wh(tmp_path_factory, tiny_dir) -> Path:
+    """One complete run 'r' of 12 sentences in 3 parts."""
+    root = tmp_path_factory.mktemp("malformed") / "wh"
+    cfg = TraceConfig(
+        model=str(tiny_dir),
+        corpus="task:dates:test:12",
+        warehouse=str(root),
+        run_name="r",
+        decoding=DecodeConfig(beam=2, topk=4, max_len=12),
+        part_size=4,
+        device="cpu",
+    )
+    trace(cfg, progress=False)
+    return root
+
+
+def test_there_are_at_least_thirty_kinds() -> None:
+    assert len(CASES) >= 30
+    assert {name.split("-")[0] for name in CASES} == {
+        "corpus",
+        "refs",
+        "task",
+        "checkpoint",
+        "warehouse",
+        "option",
+    }
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_malformed_input_gives_one_line_naming_the_file(
+    name, tmp_path, tiny_dir, tiny, small_wh, capsys
+) -> None:
+    argv, expect = CASES[name](tmp_path, tiny_dir, small_wh)
+    if isinstance(expect, str):
+        expect = expect.replace("{vocab}", str(tiny.vocab_size))
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert err.endswith("\n") and err.count("\n") == 1 and "Traceback" not in err, err
+    line = err.removeprefix("beamscope: error: ").rstrip("\n")
+    assert err.startswith("beamscope: error: ")
+    if isinstance(expect, str):
+        assert line == expect
+    else:
+        assert expect.fullmatch(line), line
+    assert out == ""
+    assert not (tmp_path / "out").exists(), "a refused trace must not create its warehouse"
+
+
+def test_accepted_variants_read_exactly(tmp_path) -> None:
+    """BOM, CRLF, a missing final newline and a TSV without references are fine, and read exactly."""
+    from pipeline.corpus import read_corpus
+
+    f = _file(tmp_path, "a.txt", b"\xef\xbb\xbf5.3.21\r\nFri 5 Mar 2021\r\n6.3.21")
+    assert [e.source for e in read_corpus(str(f)).examples] == ["5.3.21", "Fri 5 Mar 2021", "6.3.21"]
+    f = _file(tmp_path, "b.tsv", b'5.3.21\n"Quoted" 5.3.21\t2021-03-05\n5"3\n"><svg onload=x>\n"end.\n')
+    assert [(e.source, e.reference, e.line) for e in read_corpus(str(f)).examples] == [
+        ("5.3.21", None, 1),
+        ('"Quoted" 5.3.21', "2021-03-05", 2),
+        ('5"3', None, 3),
+        ('"><svg onload=x>', None, 4),
+        ('"end.', None, 5),
+    ]
+
+
+def test_too_long_source_is_a_counted_recorded_skip(tmp_path, tiny_dir, capsys) -> None:
+    corpus = _file(tmp_path, "c.tsv", GOOD + b"7" * 400 + b"\t2021-03-05\n" + b"6.3.21\t2021-03-06\n")
+    wh = tmp_path / "wh"
+    assert main(_trace(tiny_dir, corpus, wh)) == 0
+    assert capsys.readouterr().out.startswith(
+        "run dates-transformer.c.test: 3 sentences, 1 skipped (complete)"
+    )
+    with open_warehouse(wh) as w:
+        assert w.sql("SELECT sent_id, source FROM sentences ORDER BY 1").rows() == [
+            (0, "5.3.21"),
+            (2, "6.3.21"),
+        ]
+        assert w.sql("SELECT sent_id, file, line, reason FROM skipped").rows() == [
+            (1, str(corpus), 2, f"source has 401 tokens; the model takes at most {_max_len(tiny_dir)}")
+        ]
+        assert w.sql("SELECT n_sentences, n_skipped FROM runs").rows() == [(3, 1)]
+
+
+def _max_len(model: Path) -> int:
+    return json.loads((model / "config.json").read_text())["model"]["max_len"]
+
+
+def test_cuda_asked_for_without_cuda(tmp_path, tiny_dir, capsys) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here")
+    assert main(_trace(tiny_dir, "task:dates:test:3", tmp_path / "out", "--device", "cuda")) == 2
+    assert (
+        capsys.readouterr().err
+        == "beamscope: error: device 'cuda' asked for, but CUDA is not available here\n"
+    )
