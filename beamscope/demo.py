@@ -61,7 +61,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     for r in build_indexes(warehouse, runs):
         print(
             f"index {r.table}: {r.rows} vectors, "
-            + (f"IVF-PQ in {r.seconds:.1f}s" if r.built else "exact search")
+            + (f"{r.params['index_type']} in {r.seconds:.1f}s" if r.built else "exact search")
         )
     write_duckdb_file(warehouse)
     with open_warehouse(warehouse) as wh:
