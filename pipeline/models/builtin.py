@@ -157,6 +157,27 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _state_mismatch(expected: dict[str, Tensor], found: dict[str, Tensor]) -> str:
+    """What differs between the tensors a network needs and those a file holds (short), or ''."""
+
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
+
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"missing {few(missing)}")
+    if unexpected:
+        parts.append(f"not in the network {few(unexpected)}")
+    if shapes:
+        k = shapes[0]
+        shape = f"{k} is {list(found[k].shape)} in the file, {list(expected[k].shape)} in the network"
+        parts.append(f"other shapes: {shape}" + (f" (and {len(shapes) - 1} more)" if len(shapes) > 1 else ""))
+    return "; ".join(parts)
+
+
 def load_builtin(path: Path, device: torch.device) -> BuiltinModel:
     """Load a built-in checkpoint; any missing, corrupt or mismatched part is a CheckpointError."""
     for name in FILES:
@@ -182,14 +203,12 @@ def load_builtin(path: Path, device: torch.device) -> BuiltinModel:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"unreadable weights ({e})", path=str(weights)) from None
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0] if str(e) else "mismatch"
-        detail = "; ".join(line.strip() for line in str(e).splitlines()[1:3])
+    mismatch = _state_mismatch(net.state_dict(), state)
+    if mismatch:
         raise CheckpointError(
-            f"weights do not match config.json ({first} {detail})", path=str(weights)
-        ) from None
+            f"weights do not match config.json (arch {arch!r}): {mismatch}", path=str(weights)
+        )
+    net.load_state_dict(state, strict=True)
     net.eval().to(device)
     meta = {k: v for k, v in config.items() if k not in ("format", "name", "arch", "model")}
     model = BuiltinModel(config.get("name", path.name), arch, net, vocabs[0], vocabs[1], meta)

@@ -196,7 +196,7 @@ def _truncate(path: Path, keep: int | None = None) -> Path:
 
 
 _WEIGHTS_UNREADABLE = r": unreadable weights \(.+\)"
-_MISMATCH = r": weights do not match config\.json \(.+\)"
+_MISMATCH = ": weights do not match config.json (arch "
 _ckpt_case(
     "truncated-safetensors",
     lambda c: re.compile(re.escape(str(_truncate(c / "model.safetensors"))) + _WEIGHTS_UNREADABLE),
@@ -209,14 +209,19 @@ _ckpt_case(
     "config-of-another-arch",
     lambda c: (
         _edit_json(c / "config.json", lambda j: j.update(arch="lstm", model={"d_model": 32})),
-        re.compile(re.escape(str(c / "model.safetensors")) + _MISMATCH),
+        f"{c / 'model.safetensors'}{_MISMATCH}'lstm'): missing encoder.weight_ih_l0, encoder.weight_hh_l0, "
+        "encoder.bias_ih_l0, ... (17 in all); not in the network dec.0.cross.k.bias, dec.0.cross.k.weight, "
+        "dec.0.cross.o.bias, ... (88 in all); other shapes: src_emb.weight is [67, 32] in the file, [67, 64] "
+        "in the network (and 1 more)",
     )[1],
 )
 _ckpt_case(
     "config-other-sizes",
     lambda c: (
         _edit_json(c / "config.json", lambda j: j["model"].update(d_model=64)),
-        re.compile(re.escape(str(c / "model.safetensors")) + _MISMATCH),
+        f"{c / 'model.safetensors'}{_MISMATCH}'transformer'): other shapes: src_emb.weight is "
+        "[67, 32] in the "
+        "file, [67, 64] in the network (and 86 more)",
     )[1],
 )
 _ckpt_case(
@@ -273,7 +278,9 @@ _ckpt_case(
     "vocabulary-of-another-size",
     lambda c: (
         _edit_json(c / "tgt_vocab.json", lambda j: j["tokens"].append("extra")),
-        re.compile(re.escape(str(c / "model.safetensors")) + _MISMATCH),
+        f"{c / 'model.safetensors'}{_MISMATCH}'transformer'): other shapes: tgt_emb.weight is "
+        "[15, 32] in the "
+        "file, [16, 32] in the network (and 2 more)",
     )[1],
 )
 
