@@ -50,14 +50,15 @@ class Warehouse:
         finally:
             cur.close()
 
-    def mart(self, name: str, run: str | None = None) -> pl.DataFrame:
-        """One mart (see ``warehouse.marts``) as a polars frame, optionally for one run."""
+    def mart(self, name: str, run: str | None = None, cache: bool = True) -> pl.DataFrame:
+        """One mart (see ``warehouse.marts``) as a polars frame, optionally for one run
+        (small marts of a run are cached unless ``cache`` is False)."""
         if name not in MARTS:
             raise WarehouseError(f"unknown mart {name!r}; marts: {', '.join(MARTS)}")
         if run is None:
             return self.sql(f"SELECT * FROM {name}")
         run = self.resolve_run(run)
-        if name not in CACHED_MARTS:
+        if name not in CACHED_MARTS or not cache:
             return self._one_run(name, run)
         # a complete run never changes; what else a mart reads (the training run) is another
         # complete run, so the set of complete runs keys the cache
