@@ -73,10 +73,11 @@ class HttpTransport(Transport):
                 self._con.request(method, path, body=body, headers={**self.headers, **headers})
                 resp = self._con.getresponse()
                 return resp.status, resp.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            except (OSError, http.client.HTTPException) as e:  # the connection is unusable now
                 self._con.close()
                 self._con = None
-                if attempt:
+                retry = isinstance(e, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
+                if attempt or not retry:
                     raise
         raise AssertionError("unreachable")
 
@@ -120,7 +121,7 @@ class DashClient:
         start = time.perf_counter()
         try:
             status, body = self.transport.get(path) if method == "GET" else self.transport.post(path, obj)
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:
             self.timer(kind, time.perf_counter() - start, False, f"{type(e).__name__}: {e}")
             raise
         ok = status in (200, 204)
@@ -391,7 +392,9 @@ def run_load(port: int, targets: Targets, clients: int, seconds: float, seed: in
                 _scenario(client, rec, rng, targets, name)
                 with rec.lock:
                     views[name] += 1
-            except (OSError, ValueError, KeyError, TypeError) as e:
+            except (OSError, http.client.HTTPException):
+                pass  # counted (with its latency) by the request that failed
+            except (ValueError, KeyError, TypeError) as e:  # an answer that is not what a page gets
                 rec.error(name, f"{type(e).__name__}: {e}")
 
     threads = [threading.Thread(target=user, args=(i,), daemon=True) for i in range(clients)]
