@@ -112,7 +112,7 @@ def test_twenty_sigkills_then_resume_equals_an_uninterrupted_trace(traced) -> No
     left = {p.name.split(".tmp-")[0] for *_, temps in kills for p in temps}
     assert any(name.startswith(".part-") for name in left) and ".manifest.json" in left, kills
     # and they were spread over the run, not all at its start
-    assert len({after for *_, after, _ in kills}) >= 8, kills
+    assert len({after for *_, after, _ in kills}) >= 6, kills
 
 
 def test_no_duplicate_keys_after_kills(traced) -> None:

@@ -17,7 +17,7 @@ from pipeline.trace import TraceConfig, trace
 from tests.reliability import harness as h
 from warehouse.sandbox import SafeSQL
 
-BASE, NEW = 12, 120
+BASE, NEW = 12, 180
 COUNTS = "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM sentences)"
 STATE = (
     "SELECT (SELECT count(*) FROM runs) AS runs, (SELECT count(*) FROM sentences) AS sentences, "
@@ -106,7 +106,7 @@ def test_readers_answer_from_the_last_complete_state_during_a_trace(base, tiny_d
         if "b_steps" in row:
             assert (row["b_steps"] == 0) == (state == (1, BASE)), (source, row)
             mid_write += state == (1, BASE) and 0 < row["b_written"] < NEW
-    assert mid_write >= 3 and cli_calls >= 1, seen  # the readers did run while parts were landing
+    assert mid_write >= 2 and cli_calls >= 1, seen  # the readers did run while parts were landing
     rows = _sql_console(client, STATE)[0]  # the long-lived dashboard sees the new run, whole
     assert (rows["runs"], rows["sentences"]) == after and rows["b_steps"] > 0
     assert _duckdb_file(base) == after
