@@ -1,7 +1,7 @@
 """Figures: pure functions from frames to plotly figures (no Dash, no queries).
 
-Text from sentences is passed to plotly as data (hover text, tick labels), which plotly
-renders as text, never as HTML.
+Text from sentences is passed to plotly as data (hover text, tick labels) with ``safe``: plotly
+renders a few HTML tags in such text, so tokens are escaped and always show as typed.
 """
 
 from __future__ import annotations
@@ -87,8 +87,14 @@ def bucket_chart(buckets: pl.DataFrame, bucketing: str, title: str) -> go.Figure
     return _layout(fig, title)
 
 
+def safe(text: str) -> str:
+    """Text for plotly labels: plotly renders some HTML tags in them (<b>, <br>, <a>), so a
+    token is shown with its characters escaped."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _step_labels(tokens: list[str]) -> list[str]:
-    return [f"{i}:{t}" for i, t in enumerate(tokens)]
+    return [f"{i}:{safe(t)}" for i, t in enumerate(tokens)]
 
 
 def attention_heatmap(
@@ -125,7 +131,7 @@ def topk_figure(steps: pl.DataFrame, ref_tokens: list[str] | None, title: str) -
     chosen = steps["token"].to_list()
     k = max((len(t) for t in tokens), default=0)
     z = [[p[r] if r < len(p) else None for p in probs] for r in range(k)]
-    text = [[t[r] if r < len(t) else "" for t in tokens] for r in range(k)]
+    text = [[safe(t[r]) if r < len(t) else "" for t in tokens] for r in range(k)]
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -199,7 +205,7 @@ def beam_tree(nodes: pl.DataFrame, title: str) -> go.Figure:
                 ],
                 mode="markers+text",
                 name=status,
-                text=sel["token"].to_list(),
+                text=[safe(t) for t in sel["token"]],
                 textposition="top center",
                 marker=dict(
                     color=color,
@@ -241,7 +247,7 @@ def trajectory(points: pl.DataFrame, title: str) -> go.Figure:
         sel = points.filter(pl.col("group") == group) if points.height else points
         if sel.height == 0:
             continue
-        labels = [f"{p}:{t}" for p, t in zip(sel["position"], sel["token"], strict=True)]
+        labels = [f"{p}:{safe(t)}" for p, t in zip(sel["position"], sel["token"], strict=True)]
         fig.add_trace(
             go.Scatter(
                 x=sel["x"].to_list(),
@@ -285,7 +291,7 @@ def corpus_map(points: pl.DataFrame, title: str) -> go.Figure:
                 ),
                 customdata=sel["sent_id"].to_list(),
                 hovertext=[
-                    f"sentence {s} step {t}: {tok}"
+                    f"sentence {s} step {t}: {safe(tok)}"
                     for s, t, tok in sel.select("sent_id", "step", "token").rows()
                 ],
                 hovertemplate="%{hovertext}<extra>" + stage + "</extra>",

@@ -55,7 +55,7 @@ def _require_token(server, token: str) -> None:
             or request.cookies.get(_COOKIE)
             or request.headers.get("Authorization", "").removeprefix("Bearer ")
         )
-        if not given or not hmac.compare_digest(given, token):
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
             return Response(
                 "beamscope: a valid token is required (?token=...)\n", status=401, mimetype="text/plain"
             )

@@ -30,6 +30,10 @@ STAGE_SQL = (
 
 def training_run(wh: Warehouse, run: str) -> str | None:
     """The complete training run whose states are ``run``'s neighbours, if any."""
+    return wh.memo(("training_run", run), lambda: _training_run(wh, run))
+
+
+def _training_run(wh: Warehouse, run: str) -> str | None:
     found = wh.sql(
         "SELECT coalesce(r.neighbours_run, (SELECT t.run_id FROM runs t WHERE t.split = 'train' "
         "AND t.model_hash = r.model_hash AND t.run_id <> r.run_id ORDER BY t.created_at DESC LIMIT 1)) "
@@ -48,6 +52,10 @@ def _vectors(table: pa.Table) -> np.ndarray:
 def sentence_states(wh: Warehouse, run: str, sent_id: int, kind: Kind) -> tuple[pl.DataFrame, np.ndarray]:
     """The sentence's last-layer encoder states (by ``src_pos``) or hypothesis decoder states (by
     ``step``): their key columns and the vectors [n, d] (empty when the run kept no vectors)."""
+    return wh.memo(("states", run, sent_id, kind), lambda: _sentence_states(wh, run, sent_id, kind))
+
+
+def _sentence_states(wh: Warehouse, run: str, sent_id: int, kind: Kind) -> tuple[pl.DataFrame, np.ndarray]:
     tbl = open_vectors(wh.vectors(), vector_table(_TABLE[kind], run))
     if tbl is None:
         return pl.DataFrame(), np.zeros((0, 0), dtype=np.float32)
@@ -66,7 +74,8 @@ def nearest_training(
     """The ``k`` nearest training states of the sentence's states at ``positions`` (all if None):
     one row per (query position, rank) with the training sentence, its tokens, the matching
     token's position, the cosine distance and, for decoder states, the token that followed."""
-    return _nearest(wh, run, sent_id, kind, positions, k)[0]
+    key = ("nearest", run, sent_id, kind, None if positions is None else tuple(positions), k)
+    return wh.memo(key, lambda: _nearest(wh, run, sent_id, kind, positions, k))[0]
 
 
 def _nearest(
@@ -123,6 +132,10 @@ def trajectory(wh: Warehouse, run: str, sent_id: int, k: int = 5) -> pl.DataFram
     """The sentence's encoder and decoder states and each one's ``k`` nearest training states,
     projected together with PCA: columns group ('encoder', 'decoder', 'encoder neighbour',
     'decoder neighbour'), position, token, x, y, train_run, train_sent_id (neighbours only)."""
+    return wh.memo(("trajectory", run, sent_id, k), lambda: _trajectory(wh, run, sent_id, k))
+
+
+def _trajectory(wh: Warehouse, run: str, sent_id: int, k: int) -> pl.DataFrame:
     frames, blocks = [], []
     has_training = training_run(wh, run) is not None
     for kind in ("encoder", "decoder"):
@@ -159,6 +172,10 @@ def trajectory(wh: Warehouse, run: str, sent_id: int, k: int = 5) -> pl.DataFram
 def corpus_map(wh: Warehouse, run: str, max_sentences: int = 1500) -> pl.DataFrame:
     """Hypothesis decoder states of a sample of the run's sentences (every wrong one first, then
     a fixed pseudo-random sample of the rest), projected with PCA: sent_id, step, token, stage, x, y."""
+    return wh.memo(("corpus_map", run, max_sentences), lambda: _corpus_map(wh, run, max_sentences))
+
+
+def _corpus_map(wh: Warehouse, run: str, max_sentences: int) -> pl.DataFrame:
     tbl = open_vectors(wh.vectors(), vector_table("decoder_states", run))
     if tbl is None:
         return pl.DataFrame()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import polars as pl
@@ -25,6 +27,8 @@ from schemas.layout import (
 from warehouse.marts import MARTS, mart_sql, takes_run_filter
 from warehouse.views import create_views
 
+MEMO_SIZE = 256  # results ``Warehouse.memo`` keeps
+T = TypeVar("T")
 CACHED_MARTS = {"bucket_accuracy", "error_summary", "token_confusions"}  # small results, costly at scale
 
 
@@ -38,7 +42,7 @@ class Warehouse:
         self.con.execute("SET parquet_metadata_cache = true")  # part footers are read once
         create_views(self.con, self.root)
         self._parts: dict[str, int] | None = None
-        self._cache: dict[tuple, pl.DataFrame] = {}
+        self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
@@ -60,16 +64,25 @@ class Warehouse:
         run = self.resolve_run(run)
         if name not in CACHED_MARTS or not cache:
             return self._one_run(name, run)
-        # a complete run never changes; what else a mart reads (the training run) is another
-        # complete run, so the set of complete runs keys the cache
-        key = (name, run, tuple(self.run_ids()))
+        return self.memo(("mart", name, run), lambda: self._one_run(name, run))
+
+    def memo(self, key: tuple, compute: Callable[[], T]) -> T:
+        """``compute()``, remembered under ``key`` while the set of complete runs stays the same.
+
+        For results about complete runs: such a run never changes, and what else they read (a
+        training run) is another complete run. The newest ``MEMO_SIZE`` results are kept.
+        """
+        full = (*key, tuple(self.run_ids()))
         with self._lock:
-            hit = self._cache.get(key)
-        if hit is None:
-            hit = self._one_run(name, run)
-            with self._lock:
-                self._cache[key] = hit
-        return hit
+            if full in self._cache:
+                self._cache.move_to_end(full)
+                return self._cache[full]
+        value = compute()
+        with self._lock:
+            self._cache[full] = value
+            while len(self._cache) > MEMO_SIZE:
+                self._cache.popitem(last=False)
+        return value
 
     def _one_run(self, name: str, run: str) -> pl.DataFrame:
         if takes_run_filter(name):

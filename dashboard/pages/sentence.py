@@ -33,7 +33,7 @@ def layout(run_id: str | None = None, sent_id: str | None = None, **_: str) -> h
     wh = warehouse()
     if run_id not in wh.run_ids():
         return _not_found("No complete run of that name in this warehouse.")
-    if sent_id is None or not sent_id.isdigit() or len(sent_id) > 12:
+    if sent_id is None or not re.fullmatch(r"[0-9]{1,12}", sent_id):
         return _not_found("A sentence id is a non-negative whole number.")
     view = queries.sentence_view(wh, run_id, int(sent_id))
     if view is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from urllib.parse import urlencode
 
@@ -46,9 +47,10 @@ COLUMNS = [
 
 def _float(v: str | None) -> float | None:
     try:
-        return None if v in (None, "") else float(v)
+        x = None if v in (None, "") else float(v)
     except ValueError:
         return None
+    return x if x is not None and math.isfinite(x) else None
 
 
 def parse_filters(args: dict[str, str]) -> queries.Filters:

@@ -71,7 +71,7 @@ def test_index_reports_every_vector_table(warehouse_dir, tmp_path) -> None:
     assert "exact search" in small.stdout and small.stdout.count("\n") == 2
     forced = run_cli("index", "--warehouse", str(copy), "--run", "greedy", "--min-rows", "256")
     assert forced.returncode == 0, forced.stderr
-    assert "IVF_PQ built" in forced.stdout
+    assert "IVF_SQ built" in forced.stdout
     manifest = json.loads((copy / "manifest.json").read_text())
     assert manifest["indexes"]["decoder_states__greedy"]["built"] is True
 

@@ -1,9 +1,8 @@
 """Security of the dashboard and ``beamscope sql``: loopback by default, a token on every request
 elsewhere, validated URLs, the SQL console's sandbox against escape attempts, user text as text.
 
-Tests marked ``xfail(strict=True)`` with "DASHBOARD BUG" document bugs in dashboard/* (not fixed
-here: other owners). They fail today as expected; once fixed they pass, and strict mode then
-fails the suite until the marker is removed.
+It includes the regressions of four dashboard bugs this suite found (a non-ASCII token, non-ASCII
+digits in sentence ids, infinite explorer filters, HTML tags in tokens shown by plotly).
 """
 
 from __future__ import annotations
@@ -163,11 +162,6 @@ def test_every_route_and_method_needs_the_token_off_loopback(hostile_wh) -> None
     assert fresh.get(suite.group(1), headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DASHBOARD BUG (dashboard/server.py): a non-ASCII token makes hmac.compare_digest raise "
-    "TypeError, so the request ends in HTTP 500 instead of 401 (compare bytes: .encode())",
-)
 def test_a_non_ascii_token_is_refused_not_an_error(hostile_wh) -> None:
     app = build(str(hostile_wh), host="0.0.0.0", token="s3cret")
     assert app.server.test_client().get("/_dash-layout?token=%C3%A9").status_code == 401
@@ -209,11 +203,6 @@ def test_a_good_sentence_url_renders(dash) -> None:
     assert "Not found" not in _page_text(dash, "/run/a/sentence/1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DASHBOARD BUG (dashboard/pages/sentence.py): str.isdigit() accepts non-ASCII digits: "
-    "'²' passes and int('²') raises (HTTP 500), '١٢' opens sentence 12 under a second URL",
-)
 @pytest.mark.parametrize("sent_id", ["²", "١"])
 def test_non_ascii_digits_in_sentence_ids_are_not_found(dash, sent_id) -> None:
     status, resp = dash.call(
@@ -224,11 +213,6 @@ def test_non_ascii_digits_in_sentence_ids_are_not_found(dash, sent_id) -> None:
     assert status == 200 and "Not found" in " ".join(texts(resp["response"]["_pages_content"]["children"]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DASHBOARD BUG (dashboard/pages/sentences.py parse_filters): ?min_len=inf or nan reaches "
-    "int(float(v)) and raises (HTTP 500) instead of being ignored as the docstring says",
-)
 @pytest.mark.parametrize("value", ["inf", "nan"])
 def test_malformed_explorer_filters_are_ignored(dash, value) -> None:
     status, _ = dash.call(
@@ -363,11 +347,6 @@ def test_hostile_text_in_explorer_rows_is_plain_data(dash) -> None:
     assert {r["source"] for r in rows} >= set(HOSTILE)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DASHBOARD BUG (dashboard/figures.py): tokens go into Plotly tick labels, text and hover "
-    "text unescaped; Plotly renders <b>, <br>, <a href>, <span style> there (escape '<' as &lt;)",
-)
 def test_tokens_in_figures_are_escaped() -> None:
     tokens = ["<b>x</b>", "<a href='https://e.vil'>y</a>", "<br>"]
     fig = figures.attention_heatmap([[0.5, 0.3, 0.2]], tokens, ["<br>"], "attention")
