@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import hf_speed, scale, trace_speed
+from bench import ann, hf_speed, load, scale, trace_speed
 
 
 def main() -> None:
@@ -14,6 +14,8 @@ def main() -> None:
     trace_speed.main(args.device)
     hf_speed.main(args.device)
     scale.main(args.device)
+    ann.main(args.device)
+    load.main(args.device)
 
 
 if __name__ == "__main__":
