@@ -23,6 +23,7 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -277,11 +278,13 @@ def start_server(warehouse: Path, device_name: str, timeout: float = 300) -> tup
     exe = Path(sys.executable).parent / "beamscope"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "beamscope.cli"]
     cmd += ["serve", "--warehouse", str(warehouse), "--port", str(port), "--device", device_name]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # the server logs every request: to a file, as an undrained pipe would fill and stall it
+    with tempfile.NamedTemporaryFile("w", prefix="beamscope-serve-", suffix=".log", delete=False) as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"beamscope serve exited: {proc.stdout.read() if proc.stdout else ''}")
+            raise RuntimeError(f"beamscope serve exited: {Path(log.name).read_text()[-2000:]}")
         try:
             con = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             con.request("GET", "/_dash-layout")
@@ -372,7 +375,11 @@ def _check_page(rec: Recorder, kind: str, layout: Any) -> None:
         rec.error(kind, shown[:200])
 
 
-def run_load(port: int, targets: Targets, clients: int, seconds: float, seed: int = 0) -> dict[str, Any]:
+def run_load(
+    port: int, targets: Targets, clients: int, seconds: float, think: float = 2.0, seed: int = 0
+) -> dict[str, Any]:
+    """``clients`` users browse for ``seconds``; each reads a page for a random 0..2*``think``
+    seconds (mean ``think``) before the next, as people do; ``think`` 0 is a stress test."""
     rec = Recorder()
     deadline = time.monotonic() + seconds
     views = defaultdict(int)
@@ -392,6 +399,7 @@ def run_load(port: int, targets: Targets, clients: int, seconds: float, seed: in
                 _scenario(client, rec, rng, targets, name)
                 with rec.lock:
                     views[name] += 1
+                time.sleep(min(rng.uniform(0, 2 * think), max(0.0, deadline - time.monotonic())))
             except (OSError, http.client.HTTPException):
                 pass  # counted (with its latency) by the request that failed
             except (ValueError, KeyError, TypeError) as e:  # an answer that is not what a page gets
@@ -444,7 +452,7 @@ def summarise(
 def report(r: dict[str, Any]) -> str:
     lines = [
         f"dashboard load: {r['clients']} clients for {r['seconds']:.0f} s on loopback over {r['warehouse']} "
-        f"({r['warehouse_kind']}, run {r['run']})",
+        f"({r['warehouse_kind']}, run {r['run']}), think time {r['think_s']:g} s on average",
         f"  requests served {r['requests']:,} ({r['requests_per_s']:.1f}/s), page views "
         + ", ".join(f"{k} {v}" for k, v in sorted(r["page_views"].items())),
         f"  latency p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, max {r['max_ms']:.0f} ms; "
@@ -459,7 +467,11 @@ def report(r: dict[str, Any]) -> str:
 
 
 def main(
-    device_name: str = "auto", clients: int = 20, seconds: float = 60.0, warehouse: str | None = None
+    device_name: str = "auto",
+    clients: int = 20,
+    seconds: float = 60.0,
+    warehouse: str | None = None,
+    think: float = 2.0,
 ) -> dict[str, Any]:
     """Serve the demo warehouse (or ``warehouse``) and load it; print and return the figures."""
     if warehouse is not None:
@@ -470,14 +482,14 @@ def main(
     targets = _pick_targets(path)
     proc, port = start_server(path, device_name)
     try:
-        result = run_load(port, targets, clients, seconds)
+        result = run_load(port, targets, clients, seconds, think)
     finally:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-    result.update(warehouse=warehouse, warehouse_kind=kind, run=targets.run)
+    result.update(warehouse=warehouse, warehouse_kind=kind, run=targets.run, think_s=think)
     print(report(result), flush=True)
     return result
 
@@ -488,5 +500,8 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warehouse", default=None, help="default: demo/warehouse, else one traced here")
+    parser.add_argument(
+        "--think", type=float, default=2.0, help="mean seconds a user reads a page (0: stress)"
+    )
     args = parser.parse_args()
-    main(args.device, args.clients, args.seconds, args.warehouse)
+    main(args.device, args.clients, args.seconds, args.warehouse, args.think)

@@ -39,8 +39,9 @@ def section(view: queries.SentenceView) -> html.Div:
             dcc.Dropdown(options, first, id=ids.NN_STATE, clearable=False, style={"width": "420px"}),
             dcc.Loading(html.Div(id=ids.NN_TABLE)),
             html.H4("State trajectory: the sentence's states among their nearest training states (PCA)"),
+            html.Button("Project the states", id=ids.TRAJECTORY_SHOW),
             dcc.Location(id=ids.NN_GO, refresh="callback-nav"),
-            html.Div(dcc.Loading(dcc.Graph(id=ids.TRAJECTORY)), className="panel"),
+            html.Div(dcc.Loading(dcc.Graph(id=ids.TRAJECTORY, style={"display": "none"})), className="panel"),
         ]
     )
 
@@ -104,14 +105,19 @@ def show_neighbours(state: str, key: dict):
 
 @callback(
     Output(ids.TRAJECTORY, "figure"),
-    Input(ids.SENTENCE_KEY, "data"),
+    Output(ids.TRAJECTORY, "style"),
+    Input(ids.TRAJECTORY_SHOW, "n_clicks"),
+    State(ids.SENTENCE_KEY, "data"),
+    prevent_initial_call=True,
 )
-def show_trajectory(key: dict):
+def show_trajectory(_n: int, key: dict):
+    """On request: 30-odd neighbour searches, the costliest panel of the page."""
     title = f"Encoder (blue) and decoder (orange) states of sentence {key['sent_id']}"
     try:
-        return figures.trajectory(trajectory(warehouse(), key["run"], key["sent_id"], k=5), title)
+        figure = figures.trajectory(trajectory(warehouse(), key["run"], key["sent_id"], k=5), title)
     except BeamscopeError as e:
-        return figures.trajectory(pl.DataFrame(), f"{title}: {e}")
+        figure = figures.trajectory(pl.DataFrame(), f"{title}: {e}")
+    return figure, {}
 
 
 @callback(

@@ -105,12 +105,12 @@ def _nearest(
     ).rename({"sent_id": "train_sent_id", pos_col: "train_pos", "_distance": "distance"})
     ids = sorted(set(near["train_sent_id"].to_list()))
     side = "source_tokens" if kind == "encoder" else "reference_steps"
+    in_ids = ", ".join(str(int(i)) for i in ids)
+    sents, steps = wh.sentence_source("sentences", train), wh.sentence_source(side, train)
     tokens = wh.sql(
-        f"SELECT s.sent_id AS train_sent_id, s.source, s.reference, t.tokens FROM sentences s "
-        f"JOIN (SELECT sent_id, list(token ORDER BY {pos_col}) AS tokens FROM {side} "
-        f"WHERE run_id = ? AND list_contains(?, sent_id) GROUP BY sent_id) t USING (sent_id) "
-        "WHERE s.run_id = ? AND list_contains(?, s.sent_id)",
-        [train, ids, train, ids],
+        f"SELECT s.sent_id AS train_sent_id, s.source, s.reference, t.tokens FROM {sents} s "
+        f"JOIN (SELECT sent_id, list(token ORDER BY {pos_col}) AS tokens FROM {steps} "
+        f"WHERE sent_id IN ({in_ids}) GROUP BY sent_id) t USING (sent_id) WHERE s.sent_id IN ({in_ids})"
     )
     near = near.join(tokens, on="train_sent_id", how="left", maintain_order="left")
     near = near.with_columns(train_run=pl.lit(train)).sort("position", "rank")
@@ -169,7 +169,7 @@ def _trajectory(wh: Warehouse, run: str, sent_id: int, k: int) -> pl.DataFrame:
     return pl.concat(frames).with_columns(x=pl.Series(xy[:, 0]), y=pl.Series(xy[:, 1]))
 
 
-def corpus_map(wh: Warehouse, run: str, max_sentences: int = 1500) -> pl.DataFrame:
+def corpus_map(wh: Warehouse, run: str, max_sentences: int = 600) -> pl.DataFrame:
     """Hypothesis decoder states of a sample of the run's sentences (every wrong one first, then
     a fixed pseudo-random sample of the rest), projected with PCA: sent_id, step, token, stage, x, y."""
     return wh.memo(("corpus_map", run, max_sentences), lambda: _corpus_map(wh, run, max_sentences))
@@ -190,4 +190,5 @@ def _corpus_map(wh: Warehouse, run: str, max_sentences: int) -> pl.DataFrame:
         return pl.DataFrame()
     xy = pca_2d(_vectors(rows))
     states = pl.from_arrow(rows.select(["sent_id", "step", "next_token"])).rename({"next_token": "token"})
+    xy = np.round(xy, 4)  # plenty for a scatter plot; keeps the figure small
     return states.with_columns(x=pl.Series(xy[:, 0]), y=pl.Series(xy[:, 1])).join(sample, on="sent_id")

@@ -15,6 +15,7 @@ import polars as pl
 from schemas import TABLES, WarehouseError
 from schemas.layout import (
     DUCKDB_FILE,
+    MANIFEST,
     TMP_MARK,
     atomic_path,
     check_run_id,
@@ -44,6 +45,7 @@ class Warehouse:
         self._parts: dict[str, int] | None = None
         self._cache: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._run_ids: tuple[tuple[int, int, int], list[str]] | None = None
 
     def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
         """Run a query against the views; the result as a polars frame."""
@@ -93,7 +95,17 @@ class Warehouse:
         return self.sql("SELECT * FROM runs ORDER BY created_at")
 
     def run_ids(self) -> list[str]:
-        return self.runs()["run_id"].to_list()
+        """The complete runs, oldest first; re-read when the manifest was replaced (a run that
+        completes rewrites it), so the many calls of a web page cost a ``stat``."""
+        st = (self.root / MANIFEST).stat()
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if self._run_ids is not None and self._run_ids[0] == stamp:
+                return list(self._run_ids[1])
+        ids = self.runs()["run_id"].to_list()
+        with self._lock:
+            self._run_ids = (stamp, ids)
+        return list(ids)
 
     def resolve_run(self, run: str | None) -> str:
         """``run`` if it is a complete run, else the only/newest run when ``run`` is None."""
@@ -106,16 +118,20 @@ class Warehouse:
             raise WarehouseError(f"no complete run {run!r}; runs: {', '.join(ids)}", path=str(self.root))
         return run
 
-    def sentence_source(self, table: str, run: str, sent_id: int) -> str:
+    def sentence_source(self, table: str, run: str, sent_id: int | None = None) -> str:
         """A ``read_parquet(...)`` expression over only the part file that holds ``sent_id`` of a
         complete ``run`` (parts hold ``part_size`` consecutive sentence ids), or over the run's
-        directory when that file is not where the layout says. Much faster than the view at scale:
-        the view binds every part of every run."""
+        directory (no ``sent_id``, or that file is not where the layout says). Much faster than
+        the view at scale: the view binds every part of every run."""
         check_run_id(run)
         if table not in TABLES:
             raise WarehouseError(f"unknown table {table!r}")
         part_size = self._part_sizes().get(run)
-        path = part_path(self.root, table, run, sent_id // part_size) if part_size else None
+        path = (
+            part_path(self.root, table, run, sent_id // part_size)
+            if part_size and sent_id is not None
+            else None
+        )
         if path is None or not path.is_file():
             path = run_dir(self.root, table, run) / "*.parquet"
         return (

@@ -100,7 +100,7 @@ def layout(run: str | None = None, **_: str) -> html.Div:
 
 @callback(Output(ids.CORPUS_MAP, "figure"), Input(ids.OVERVIEW_RUN + "-value", "data"))
 def show_corpus_map(run: str):
-    title = "Decoder states of sampled sentences, every wrong one included (PCA; click a dot)"
+    title = "Decoder states of up to 600 sentences, wrong ones first (PCA; click a dot)"
     return figures.corpus_map(corpus_map(warehouse(), run), title)
 
 

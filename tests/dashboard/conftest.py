@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,12 +24,14 @@ def free_port() -> int:
 
 def start_server(warehouse, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [BEAMSCOPE, "serve", "--warehouse", str(warehouse), "--port", str(port), *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # to a file: the server logs every request, and an undrained pipe would fill and stall it
+    with tempfile.NamedTemporaryFile("w", prefix="beamscope-serve-", suffix=".log", delete=False) as log:
+        proc = subprocess.Popen(
+            [BEAMSCOPE, "serve", "--warehouse", str(warehouse), "--port", str(port), *extra],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -36,7 +40,7 @@ def start_server(warehouse, *extra: str) -> tuple[subprocess.Popen, str]:
             return proc, url
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read()) from None
+                raise RuntimeError(Path(log.name).read_text()) from None
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError("beamscope serve did not start")

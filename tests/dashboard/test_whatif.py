@@ -51,6 +51,7 @@ def test_neighbours_and_trajectory(trained_server, trained_copy, browser) -> Non
     rows = WebDriverWait(browser, TIMEOUT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#nn-rows tr"))
     assert len(rows) == 1 + 10  # header + k neighbours
     assert rows[1].find_elements(By.CSS_SELECTOR, ".tok.hit"), "the matching reference token is highlighted"
+    browser.find_element(By.ID, "trajectory-show").click()
     WebDriverWait(browser, TIMEOUT).until(
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "#trajectory g.trace")) >= 4
     )
