@@ -92,3 +92,60 @@ def load_training_states(root: Path, run_id: str) -> TrainingStates | None:
         return StateBank.build(vectors, np.asarray(table[label].to_pylist(), dtype=object))
 
     return TrainingStates(run_id, bank(enc, "token"), bank(dec, "next_token"))
+
+
+# the agreement columns of each table, and the bank its states are searched in
+AGREEMENT_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "source_tokens": ("encoder", ("nn_agreement",)),
+    "target_steps": ("decoder", ("nn_agreement", "nn_ref_agreement")),
+    "reference_steps": ("decoder", ("nn_agreement",)),
+}
+
+
+class AgreementQueue:
+    """Rows of a part waiting for their neighbour agreement: states are queued per bank
+    ('encoder' | 'decoder'), each table's rows point at query states and carry the labels to
+    compare the neighbours' tokens with; ``columns`` then searches each bank once."""
+
+    def __init__(self, training: TrainingStates | None, k: int) -> None:
+        self.training, self.k = training, k
+        self._clear()
+
+    def _clear(self) -> None:
+        self._queries: dict[str, list[np.ndarray]] = {"encoder": [], "decoder": []}
+        self._rows: dict[str, list[tuple[np.ndarray, list[np.ndarray]]]] = {t: [] for t in AGREEMENT_COLUMNS}
+
+    def states(self, bank: str, states: np.ndarray) -> np.ndarray:
+        """Queue query ``states`` [n, d] of ``bank``; their query numbers."""
+        start = sum(len(q) for q in self._queries[bank])
+        self._queries[bank].append(states)
+        return start + np.arange(len(states))
+
+    def rows(self, table: str, queries: np.ndarray, labels: list[np.ndarray]) -> None:
+        """The next rows of ``table``: their query numbers and, per agreement column, labels
+        (None where the column has no label: the row's agreement is null)."""
+        self._rows[table].append((queries, labels))
+
+    def columns(self, n_rows: dict[str, int]) -> dict[str, dict[str, np.ndarray]]:
+        """Per table, each agreement column over its ``n_rows`` rows (NaN = null); then empty."""
+        found = {}  # per bank: [queries, k] the neighbours' tokens
+        if self.training is not None:
+            for name, queries in self._queries.items():
+                if queries:
+                    bank = self.training.encoder if name == "encoder" else self.training.decoder
+                    idx, _ = bank.nearest(np.concatenate(queries), self.k)
+                    found[name] = bank.labels[idx]
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for table, (bank_name, names) in AGREEMENT_COLUMNS.items():
+            pending = self._rows[table]
+            if not pending:
+                out[table] = {name: np.full(n_rows[table], np.nan, dtype=np.float32) for name in names}
+                continue
+            neighbours = found[bank_name][np.concatenate([rows for rows, _ in pending])]
+            out[table] = {}
+            for j, name in enumerate(names):
+                labels = np.concatenate([ls[j] for _, ls in pending])
+                share = (neighbours == labels[:, None]).mean(1).astype(np.float32)
+                out[table][name] = np.where(labels == None, np.nan, share)  # noqa: E711
+        self._clear()
+        return out

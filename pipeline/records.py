@@ -19,7 +19,7 @@ from pipeline.errors import Evidence, Taxonomy, Verdict, classify
 from pipeline.forced import ForcedTrace
 from pipeline.metrics import SentenceScores, first_divergence, is_search_error
 from pipeline.models.protocol import Seq2SeqAdapter
-from pipeline.neighbours import TrainingStates
+from pipeline.neighbours import AGREEMENT_COLUMNS, AgreementQueue, TrainingStates
 from schemas import TABLES, decoder_states_schema, encoder_states_schema
 
 _STATUS = np.array(STATUS_NAMES, dtype=object)
@@ -68,10 +68,7 @@ class PartBuilder:
         self.taxonomy, self.training, self.keep_vectors = taxonomy or Taxonomy(), training, keep_vectors
         self.tgt_tokens = np.array(model.tgt_pieces(list(range(model.vocab_size))), dtype=object)
         self.cols: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-        # neighbour agreement, searched per part: query states per bank ('encoder' | 'decoder'), and
-        # per table its rows' query numbers and the labels to compare the neighbours' tokens with
-        self._nn_queries: dict[str, list[np.ndarray]] = defaultdict(list)
-        self._nn: dict[str, list[tuple[np.ndarray, list[np.ndarray]]]] = defaultdict(list)
+        self._agreement = AgreementQueue(training, self.taxonomy.neighbours)  # searched per part
 
     def _extend(self, table: str, **columns: np.ndarray | list) -> None:
         for name, values in columns.items():
@@ -193,50 +190,16 @@ class PartBuilder:
         rows = np.empty(n_hyp, dtype=np.int64)  # each step's row in the decoder queries
         first_own = 0
         if ref is not None:
-            ref_rows = self._nn_rows("decoder", ref.states)
+            ref_rows = self._agreement.states("decoder", ref.states)
             n_ref = len(ref.token_ids)
             ref_at[: min(n_hyp, n_ref)] = self.tgt_tokens[ref.token_ids[: min(n_hyp, n_ref)]]
-            self._nn["reference_steps"].append((ref_rows, [self.tgt_tokens[ref.token_ids]]))
+            self._agreement.rows("reference_steps", ref_rows, [self.tgt_tokens[ref.token_ids]])
             first_own = min(n_hyp, n_ref, n_hyp if diverge is None else diverge + 1)
             rows[:first_own] = ref_rows[:first_own]
-        rows[first_own:] = self._nn_rows("decoder", steps.states[first_own:])
-        self._nn["target_steps"].append((rows, [hyp_tokens, ref_at]))
-        enc_rows = self._nn_rows("encoder", tr.enc_states[: len(tr.src_ids)])
-        self._nn["source_tokens"].append((enc_rows, [np.array(src_tokens, dtype=object)]))
-
-    def _nn_rows(self, bank: str, states: np.ndarray) -> np.ndarray:
-        """Append query states for ``bank``; their row numbers."""
-        queries = self._nn_queries[bank]
-        start = sum(len(q) for q in queries)
-        queries.append(states)
-        return start + np.arange(len(states))
-
-    def _neighbour_agreement(self) -> None:
-        """nn_agreement (and nn_ref_agreement) of every queued row: one k-NN search per bank."""
-        columns = {
-            "source_tokens": ("encoder", ["nn_agreement"]),
-            "target_steps": ("decoder", ["nn_agreement", "nn_ref_agreement"]),
-            "reference_steps": ("decoder", ["nn_agreement"]),
-        }
-        found: dict[str, np.ndarray] = {}  # per bank: [queries, k] the neighbours' tokens
-        if self.training is not None:
-            for name, queries in self._nn_queries.items():
-                bank = self.training.encoder if name == "encoder" else self.training.decoder
-                idx, _ = bank.nearest(np.concatenate(queries), self.taxonomy.neighbours)
-                found[name] = bank.labels[idx]
-        for table, (bank_name, names) in columns.items():
-            pending = self._nn.pop(table, [])
-            if not pending:
-                n_rows = sum(len(v) for v in self.cols.get(table, {}).get("sent_id", []))
-                for name in names:
-                    self.cols[table][name] = [np.full(n_rows, np.nan, dtype=np.float32)]
-                continue
-            neighbours = found[bank_name][np.concatenate([rows for rows, _ in pending])]
-            for j, name in enumerate(names):
-                labels = np.concatenate([ls[j] for _, ls in pending])
-                share = (neighbours == labels[:, None]).mean(1).astype(np.float32)
-                self.cols[table][name] = [np.where(labels == None, np.nan, share)]  # noqa: E711
-        self._nn_queries.clear()
+        rows[first_own:] = self._agreement.states("decoder", steps.states[first_own:])
+        self._agreement.rows("target_steps", rows, [hyp_tokens, ref_at])
+        enc_rows = self._agreement.states("encoder", tr.enc_states[: len(tr.src_ids)])
+        self._agreement.rows("source_tokens", enc_rows, [np.array(src_tokens, dtype=object)])
 
     def _blame(
         self, tr: Traced, hyp_seq: list[int], t: int, search: bool, src_tokens: list[str], has_unknown: bool
@@ -348,7 +311,10 @@ class PartBuilder:
 
     def tables(self) -> dict[str, pa.Table]:
         """One Arrow table per part table (empty ones included), rows in ``sent_id`` order."""
-        self._neighbour_agreement()
+        n_rows = {t: sum(len(v) for v in self.cols.get(t, {}).get("sent_id", [])) for t in AGREEMENT_COLUMNS}
+        for table, columns in self._agreement.columns(n_rows).items():
+            for name, values in columns.items():
+                self.cols[table][name] = [values]
         return {name: self._table(name, schema) for name, schema in TABLES.items() if name != "runs"}
 
     def vectors(self) -> dict[str, pa.Table]:
