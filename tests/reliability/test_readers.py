@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from bench.load import DashClient, FlaskTransport
+from bench.dash_client import DashClient, FlaskTransport
 from dashboard.server import build
 from pipeline.beam import DecodeConfig
 from pipeline.trace import TraceConfig, trace

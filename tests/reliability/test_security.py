@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from beamscope.cli import build_parser, main
-from bench.load import DashClient, FlaskTransport, component_props, texts
+from bench.dash_client import DashClient, FlaskTransport, component_props, texts
 from dashboard import figures
 from dashboard.server import build
 from pipeline.beam import DecodeConfig
