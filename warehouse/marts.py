@@ -71,6 +71,20 @@ WHERE stage NOT IN ('correct', 'no_reference') AND ref_token IS NOT NULL
 GROUP BY ALL
 """
 
+
+def _bucketing(column: str, edges: list[tuple[int, str]], last: str, first_order: int) -> tuple[str, str]:
+    """SQL for a bucket's label and its sort order, both from one list of (upper edge, label)."""
+    label = " ".join(f"WHEN {column} < {edge} THEN '{name}'" for edge, name in edges)
+    order = " ".join(f"WHEN {column} < {edge} THEN {first_order + i}" for i, (edge, _) in enumerate(edges))
+    return f"CASE {label} ELSE '{last}' END", f"CASE {order} ELSE {first_order + len(edges)} END"
+
+
+# reference-token frequency in the training run (order 0 is the bucket '0': never seen there)
+_FREQ = _bucketing("f.f", [(10, "1-9"), (100, "10-99"), (1000, "100-999"), (10000, "1000-9999")], "10000+", 1)
+_LEN = _bucketing(
+    "src_len", [(10, "<10"), (20, "10-19"), (30, "20-29"), (40, "30-39"), (60, "40-59")], "60+", first_order=0
+)
+
 # ``{run}`` is the run filter: ``true`` in the view, ``run_id = $run`` for one run (``mart_sql``), so
 # every scan is pruned to the run's files. Counts are taken as if every sentence had produced its
 # reference, then corrected by the few sentences that diverged: no (sentence, token) aggregation
@@ -84,17 +98,13 @@ WITH training AS (
     FROM runs r WHERE {run}),
 buckets AS (
     SELECT tr.run_id, f.token,
-           CASE WHEN f.f < 10 THEN '1-9' WHEN f.f < 100 THEN '10-99' WHEN f.f < 1000 THEN '100-999'
-                WHEN f.f < 10000 THEN '1000-9999' ELSE '10000+' END AS bucket,
-           floor(log10(f.f + 1)) AS bucket_order
+           {freq_bucket} AS bucket, {freq_order} AS bucket_order
     FROM training tr
     JOIN (SELECT run_id, token, count(*) AS f FROM reference_steps
           WHERE run_id IN (SELECT train_run FROM training) GROUP BY ALL) f ON f.run_id = tr.train_run),
 sents AS (
     SELECT run_id, sent_id, exact_match, ref_len, first_divergence_step IS NOT NULL AS diverged,
-           CASE WHEN src_len < 10 THEN '<10' WHEN src_len < 20 THEN '10-19' WHEN src_len < 30 THEN '20-29'
-                WHEN src_len < 40 THEN '30-39' WHEN src_len < 60 THEN '40-59' ELSE '60+' END AS bucket,
-           least(src_len // 10, 6) AS bucket_order
+           {len_bucket} AS bucket, {len_order} AS bucket_order
     FROM sentences WHERE {run} AND ref_len IS NOT NULL),
 ref AS NOT MATERIALIZED (SELECT run_id, sent_id, token FROM reference_steps WHERE {run} AND token <> '</s>'),
 -- a sentence without a divergence step produced its reference token for token and so matches
@@ -146,6 +156,12 @@ SELECT *, matched / nullif(hyp_tokens, 0) AS precision, matched / nullif(ref_tok
        2 * matched / nullif(hyp_tokens + ref_tokens, 0) AS f_measure
 FROM stats
 """
+BUCKET_ACCURACY = (
+    BUCKET_ACCURACY.replace("{freq_bucket}", _FREQ[0])
+    .replace("{freq_order}", _FREQ[1])
+    .replace("{len_bucket}", _LEN[0])
+    .replace("{len_order}", _LEN[1])
+)
 
 # aggregate the source tokens per sentence first, then join the (far fewer) sentences
 ATTENTION_COVERAGE = f"""

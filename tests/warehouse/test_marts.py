@@ -219,3 +219,26 @@ def test_bucket_accuracy_equals_a_polars_computation(train_warehouse_dir) -> Non
             .sort("bucketing", "bucket")
             .equals(expected.select(cols).cast(ints).sort("bucketing", "bucket"))
         )
+
+
+@pytest.mark.parametrize(("which", "column", "top"), [("_FREQ", "f", 20000), ("_LEN", "src_len", 100)])
+def test_each_bucket_has_one_sort_order(which, column, top) -> None:
+    """A bucket whose order changed inside it would come out as two rows of the same key."""
+    import duckdb
+
+    import warehouse.marts as marts
+
+    label, order = (sql.replace("f.f", column) for sql in getattr(marts, which))
+    rows = duckdb.sql(
+        f"SELECT {label} AS b, min({order}) AS lo, max({order}) AS hi, min({column}) AS first "
+        f"FROM (SELECT range AS {column} FROM range(1, {top})) GROUP BY b ORDER BY first"
+    ).fetchall()
+    assert all(lo == hi for _, lo, hi, _ in rows)
+    assert [lo for _, lo, _, _ in rows] == sorted(lo for _, lo, _, _ in rows)  # ordered as the values
+
+
+def test_train_warehouse_mart_keys(train_warehouse_dir) -> None:
+    with open_warehouse(train_warehouse_dir) as wh:
+        for mart, keys in KEYS.items():
+            df = wh.mart(mart)
+            assert df.select(keys).is_duplicated().sum() == 0, mart
