@@ -6,6 +6,8 @@ renders a few HTML tags in such text, so tokens are escaped and always show as t
 
 from __future__ import annotations
 
+import html
+
 import plotly.graph_objects as go
 import polars as pl
 
@@ -90,7 +92,7 @@ def bucket_chart(buckets: pl.DataFrame, bucketing: str, title: str) -> go.Figure
 def safe(text: str) -> str:
     """Text for plotly labels: plotly renders some HTML tags in them (<b>, <br>, <a>), so a
     token is shown with its characters escaped."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return html.escape(str(text), quote=False)
 
 
 def _step_labels(tokens: list[str]) -> list[str]:

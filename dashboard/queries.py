@@ -13,11 +13,9 @@ import pyarrow as pa
 
 from schemas import BeamscopeError
 from warehouse import Warehouse
+from warehouse.marts import STAGE_SQL
 from warehouse.sandbox import SafeSQL
 
-STAGE_SQL = (
-    "CASE WHEN reference IS NULL THEN 'no_reference' WHEN exact_match THEN 'correct' ELSE blamed_stage END"
-)
 EXPLORER_COLUMNS = [
     "sent_id", "stage", "error_tags", "chrf", "bleu", "hyp_score", "ref_score", "is_search_error",
     "first_divergence_step", "src_len", "source", "reference", "hypothesis",

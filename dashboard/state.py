@@ -8,6 +8,7 @@ from typing import Any
 
 from pipeline.models import load_model, resolve_device
 from pipeline.models.protocol import Seq2SeqAdapter
+from schemas import CheckpointError
 from warehouse import Warehouse
 from warehouse.sandbox import SafeSQL
 
@@ -32,10 +33,14 @@ def sandbox() -> SafeSQL:
 def model_for(run: dict[str, Any]) -> Seq2SeqAdapter:
     """The model of a ``runs`` row (``serve --model`` overrides its recorded path), loaded once.
 
-    Raises CheckpointError when the model is not where the run (or --model) says.
+    Raises CheckpointError when the model is not where the run (or --model) says, or is another
+    model than the one that traced the run (its token ids would mean other tokens).
     """
     path = _current.get("model") or run["model_path"]
     with _models_lock:
         if path not in _models:
             _models[path] = load_model(path, resolve_device(_current.get("device", "auto")))
-        return _models[path]
+        model = _models[path]
+    if run["model_hash"] and getattr(model, "hash", "") != run["model_hash"]:
+        raise CheckpointError(f"{path} is not the model that traced run {run['run_id']!r}", path=str(path))
+    return model

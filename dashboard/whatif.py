@@ -22,6 +22,7 @@ from dashboard.state import model_for, warehouse
 from pipeline.beam import DecodeConfig
 from pipeline.errors import Taxonomy
 from pipeline.models.protocol import AttentionEdit
+from pipeline.neighbours import load_training_states
 from pipeline.whatif import Intervention, WhatIfResult, redecode, save_run
 from schemas import BeamscopeError
 
@@ -151,7 +152,14 @@ def _whatif(key: dict, intervention: Intervention) -> tuple[queries.SentenceView
     run = queries.run_info(wh, key["run"])
     model = model_for(run)
     taxonomy = Taxonomy(**json.loads(run["options"]).get("taxonomy", {}))
-    result = redecode(model, intervention, DecodeConfig(**json.loads(run["decoding"])), taxonomy=taxonomy)
+    train = run["neighbours_run"]  # blamed as the original was: with the same training states
+    training = (
+        None
+        if train is None
+        else wh.memo(("training_states", train), lambda: load_training_states(wh.root, train))
+    )
+    decoding = DecodeConfig(**json.loads(run["decoding"]))
+    result = redecode(model, intervention, decoding, training=training, taxonomy=taxonomy)
     return queries.view_from_tables(result.tables), result, run
 
 
@@ -189,7 +197,7 @@ def describe(intervention: Intervention, original: str, model: Any) -> str:
     if intervention.source != original:
         parts.append(f"source edited to {intervention.source!r}")
     if intervention.prefix:
-        parts.append(f"output forced to start with {''.join(model.tgt_pieces(list(intervention.prefix)))!r}")
+        parts.append(f"output forced to start with {model.detokenize(list(intervention.prefix))!r}")
     if intervention.edit is not None:
         e = intervention.edit
         how = "only" if e.mode == "set" else f"scaled by {e.factor:g} on"

@@ -63,8 +63,12 @@ class PartBuilder:
         taxonomy: Taxonomy | None = None,
         training: TrainingStates | None = None,
         keep_vectors: bool = True,
+        edited_step: int | None = None,
     ) -> None:
+        """``edited_step``: a what-if edited the attention from that step on, so the hypothesis'
+        decoder states there are its own even where its prefix is the reference's."""
         self.model, self.run_id, self.split = model, run_id, split
+        self.edited_step = edited_step
         self.taxonomy, self.training, self.keep_vectors = taxonomy or Taxonomy(), training, keep_vectors
         self.tgt_tokens = np.array(model.tgt_pieces(list(range(model.vocab_size))), dtype=object)
         self.cols: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
@@ -195,6 +199,8 @@ class PartBuilder:
             ref_at[: min(n_hyp, n_ref)] = self.tgt_tokens[ref.token_ids[: min(n_hyp, n_ref)]]
             self._agreement.rows("reference_steps", ref_rows, [self.tgt_tokens[ref.token_ids]])
             first_own = min(n_hyp, n_ref, n_hyp if diverge is None else diverge + 1)
+            if self.edited_step is not None:
+                first_own = min(first_own, self.edited_step)
             rows[:first_own] = ref_rows[:first_own]
         rows[first_own:] = self._agreement.states("decoder", steps.states[first_own:])
         self._agreement.rows("target_steps", rows, [hyp_tokens, ref_at])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,13 @@ def redecode(
     n_src = len(model.src_ids(intervention.source))
     if edit is not None and any(not 0 <= p < n_src for p in edit.positions):
         raise ConfigError(f"attention edit positions must be source positions 0..{n_src - 1}")
+    if edit is not None and not 0 <= edit.step < decoding.max_len:
+        raise ConfigError(f"the attention edit's step must be 0..{decoding.max_len - 1}")
+    if edit is not None and not (math.isfinite(edit.factor) and edit.factor >= 0):
+        raise ConfigError("the attention scale factor must be a finite number >= 0")
     example = Example(0, intervention.source, intervention.reference, SPLIT, 1)
-    builder = PartBuilder(model, SPLIT, SPLIT, taxonomy, training)
+    edited = None if edit is None else edit.step
+    builder = PartBuilder(model, SPLIT, SPLIT, taxonomy, training, edited_step=edited)
     trace_part(model, [example], decoding, builder, 1, prefix=intervention.prefix, edit=edit)
     tables = builder.tables()
     if tables["skipped"].num_rows:

@@ -15,16 +15,17 @@
 
 from __future__ import annotations
 
-_STAGE = (
-    "CASE WHEN s.reference IS NULL THEN 'no_reference' WHEN s.exact_match THEN 'correct' "
-    "ELSE s.blamed_stage END"
+# a sentence's stage: 'correct', 'no_reference', or the stage its error is blamed on
+STAGE_SQL = (
+    "CASE WHEN reference IS NULL THEN 'no_reference' WHEN exact_match THEN 'correct' ELSE blamed_stage END"
 )
+
 
 # the step tables are joined at the divergence step only (inline, so the run filter reaches the scans)
 SENTENCE_ERRORS = f"""
 SELECT s.run_id, s.sent_id, s.split, s.source, s.reference, s.hypothesis,
        s.src_len, s.ref_len, s.hyp_len,
-       {_STAGE} AS stage,
+       {STAGE_SQL} AS stage,
        coalesce(s.error_tags, []::VARCHAR[]) AS error_tags,
        s.is_search_error, s.first_divergence_step,
        r.token AS ref_token, t.token AS hyp_token, r.rank AS ref_rank, r.prob AS ref_prob,
@@ -43,7 +44,7 @@ LEFT JOIN (SELECT x.* FROM target_steps x JOIN sentences d ON x.run_id = d.run_i
 # counts need only sentence columns: no step tables
 ERROR_SUMMARY = f"""
 WITH se AS NOT MATERIALIZED (
-    SELECT s.run_id, {_STAGE} AS stage, coalesce(s.error_tags, []::VARCHAR[]) AS error_tags FROM sentences s),
+    SELECT run_id, {STAGE_SQL} AS stage, coalesce(error_tags, []::VARCHAR[]) AS error_tags FROM sentences),
 totals AS NOT MATERIALIZED (
     SELECT run_id, count(*) FILTER (WHERE stage <> 'no_reference') AS sentences,
            count(*) FILTER (WHERE stage NOT IN ('correct', 'no_reference')) AS errors
@@ -174,7 +175,7 @@ cov AS NOT MATERIALIZED (
            min(st.attention_received) AS min_received, max(st.attention_received) AS max_received,
            any_value(tau.tau) AS threshold
     FROM source_tokens st JOIN tau USING (run_id) GROUP BY st.run_id, st.sent_id)
-SELECT c.run_id, c.sent_id, {_STAGE} AS stage, c.src_tokens, c.under_covered,
+SELECT c.run_id, c.sent_id, {STAGE_SQL} AS stage, c.src_tokens, c.under_covered,
        1 - c.under_covered / c.src_tokens AS coverage, c.min_received, c.max_received, c.threshold
 FROM cov c JOIN sentences s USING (run_id, sent_id)
 """

@@ -8,7 +8,7 @@ and its reference-forced decoder states, labelled by the reference token that fo
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -17,15 +17,13 @@ import pyarrow.compute as pc
 
 from schemas import WarehouseError
 from schemas.layout import open_vectors, vector_table
+from warehouse.marts import STAGE_SQL
 from warehouse.store import Warehouse
 from warehouse.vectors import fetch, nearest
 
 Kind = Literal["encoder", "decoder"]
 _TABLE = {"encoder": "encoder_states", "decoder": "decoder_states"}
 _POS = {"encoder": "src_pos", "decoder": "step"}
-STAGE_SQL = (
-    "CASE WHEN reference IS NULL THEN 'no_reference' WHEN exact_match THEN 'correct' ELSE blamed_stage END"
-)
 
 
 def training_run(wh: Warehouse, run: str) -> str | None:
@@ -95,7 +93,7 @@ def _nearest(
     if not positions:
         return pl.DataFrame(), np.zeros((0, vectors.shape[1]), dtype=np.float32)
     query = vectors[[all_pos.index(p) for p in positions]]
-    where = "decoding = 'ref'" if kind == "decoder" else f"layer = {int(keys['layer'].max())}"
+    where = "decoding = 'ref'" if kind == "decoder" else f"layer = {_top_layer(wh, train, table)}"
     columns = ["sent_id", pos_col, "token"] + (["next_token"] if kind == "decoder" else [])
     found = nearest(table, query, k, where, [*columns, "vector"])
     near = pl.from_arrow(found.drop_columns(["vector"])).with_row_index("row")
@@ -115,6 +113,11 @@ def _nearest(
     near = near.join(tokens, on="train_sent_id", how="left", maintain_order="left")
     near = near.with_columns(train_run=pl.lit(train)).sort("position", "rank")
     return near.drop("query_index", "row"), _vectors(found)[near["row"].to_numpy()]
+
+
+def _top_layer(wh: Warehouse, run: str, table: Any) -> int:
+    """The last encoder layer stored for ``run`` (runs traced with --all-layers keep them all)."""
+    return wh.memo(("top_layer", run), lambda: int(pc.max(fetch(table, "true", ["layer"])["layer"]).as_py()))
 
 
 def pca_2d(vectors: np.ndarray) -> np.ndarray:
@@ -137,7 +140,10 @@ def trajectory(wh: Warehouse, run: str, sent_id: int, k: int = 5) -> pl.DataFram
 
 def _trajectory(wh: Warehouse, run: str, sent_id: int, k: int) -> pl.DataFrame:
     frames, blocks = [], []
-    has_training = training_run(wh, run) is not None
+    train = training_run(wh, run)
+    has_training = train is not None and all(
+        open_vectors(wh.vectors(), vector_table(t, train)) is not None for t in _TABLE.values()
+    )
     for kind in ("encoder", "decoder"):
         keys, vectors = sentence_states(wh, run, sent_id, kind)
         if not len(vectors):
@@ -184,6 +190,8 @@ def _corpus_map(wh: Warehouse, run: str, max_sentences: int) -> pl.DataFrame:
         "ORDER BY (reference IS NOT NULL AND NOT exact_match) DESC, hash(sent_id) LIMIT ?",
         [run, max_sentences],
     )
+    if sample.height == 0:
+        return pl.DataFrame()
     ids = ", ".join(str(i) for i in sample["sent_id"].to_list())
     rows = fetch(tbl, f"decoding = 'hyp' AND sent_id IN ({ids})")
     if not rows.num_rows:

@@ -74,14 +74,14 @@ class Warehouse:
         For results about complete runs: such a run never changes, and what else they read (a
         training run) is another complete run. The newest ``MEMO_SIZE`` results are kept.
         """
-        full = (*key, tuple(self.run_ids()))
+        self.run_ids()  # a run that completed empties the cache
         with self._lock:
-            if full in self._cache:
-                self._cache.move_to_end(full)
-                return self._cache[full]
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
         value = compute()
         with self._lock:
-            self._cache[full] = value
+            self._cache[key] = value
             while len(self._cache) > MEMO_SIZE:
                 self._cache.popitem(last=False)
         return value
@@ -104,6 +104,8 @@ class Warehouse:
                 return list(self._run_ids[1])
         ids = self.runs()["run_id"].to_list()
         with self._lock:
+            if self._run_ids is not None and self._run_ids[1] != ids:
+                self._cache.clear()  # memo results may read the run that completed
             self._run_ids = (stamp, ids)
         return list(ids)
 

@@ -107,6 +107,15 @@ def test_decoder_step_agreement(train_warehouse_dir, states) -> None:
     )
 
 
-def test_no_training_run_means_null_agreement(warehouse_dir) -> None:
-    steps = pl.read_parquet(warehouse_dir / "tables/target_steps/*/*.parquet")
-    assert steps["nn_agreement"].null_count() == steps.height
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [
+        ("source_tokens", "nn_agreement"),
+        ("target_steps", "nn_agreement"),
+        ("target_steps", "nn_ref_agreement"),
+        ("reference_steps", "nn_agreement"),
+    ],
+)
+def test_no_training_run_means_null_agreement(warehouse_dir, table, column) -> None:
+    rows = pl.read_parquet(warehouse_dir / f"tables/{table}/*/*.parquet")
+    assert rows.height > 0 and rows[column].null_count() == rows.height

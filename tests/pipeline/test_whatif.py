@@ -63,6 +63,9 @@ def test_edited_source(tiny) -> None:
         (Intervention(SOURCE, prefix=tuple([5] * 16)), "longer than"),
         (Intervention(SOURCE, prefix=(10**6,)), "vocabulary"),
         (Intervention(SOURCE, edit=AttentionEdit(2, (999,))), "source positions"),
+        (Intervention(SOURCE, edit=AttentionEdit(16, (1,))), "step must be"),
+        (Intervention(SOURCE, edit=AttentionEdit(2, (1,), "scale", -1.0)), "factor"),
+        (Intervention(SOURCE, edit=AttentionEdit(2, (1,), "scale", float("nan"))), "factor"),
     ],
 )
 def test_bad_interventions_are_refused(tiny, intervention, message) -> None:
@@ -85,3 +88,29 @@ def test_saved_what_if_is_a_complete_run(tiny, warehouse_dir, tmp_path) -> None:
         n_steps = wh.sql("SELECT count(*) FROM target_steps WHERE run_id = 'what-if-1'").item()
     assert got == out.tables["sentences"]["hypothesis"][0].as_py()
     assert n_steps == out.tables["target_steps"].num_rows
+
+
+def test_redecoding_unchanged_reproduces_the_traced_sentence(tiny, train_warehouse_dir) -> None:
+    """No intervention, the run's settings and training states: the same hypothesis, the same
+    blamed stage and the same neighbour agreement as the trace wrote."""
+    import json
+
+    from pipeline.errors import Taxonomy
+    from pipeline.neighbours import load_training_states
+
+    training = load_training_states(train_warehouse_dir, "train")
+    with open_warehouse(train_warehouse_dir) as wh:
+        run = wh.sql("SELECT * FROM runs WHERE run_id = 'test'").row(0, named=True)
+        wrong = wh.sql(
+            "SELECT * FROM sentences WHERE run_id = 'test' AND NOT exact_match ORDER BY sent_id LIMIT 5"
+        )
+        steps = wh.sql("SELECT sent_id, step, nn_agreement FROM target_steps WHERE run_id = 'test'")
+    decoding = DecodeConfig(**json.loads(run["decoding"]))
+    taxonomy = Taxonomy(**json.loads(run["options"])["taxonomy"])
+    assert wrong.height > 0
+    for s in wrong.iter_rows(named=True):
+        out = redecode(tiny, Intervention(s["source"], s["reference"]), decoding, training, taxonomy)
+        again = out.tables["sentences"].to_pylist()[0]
+        assert (again["hypothesis"], again["blamed_stage"]) == (s["hypothesis"], s["blamed_stage"])
+        stored = steps.filter(pl.col("sent_id") == s["sent_id"]).sort("step")["nn_agreement"].to_numpy()
+        np.testing.assert_allclose(out.tables["target_steps"]["nn_agreement"].to_numpy(), stored, atol=1e-6)
