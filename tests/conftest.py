@@ -10,8 +10,8 @@ import torch
 
 from pipeline.beam import DecodeConfig
 from pipeline.models import load_model
-from pipeline.trace import TraceConfig, trace
 from pipeline.train import TrainConfig, train
+from tests.helpers import trace_run
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 CPU = torch.device("cpu")
@@ -55,17 +55,7 @@ def warehouse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path, tiny
         (tiny_lstm_dir, "lstm", DecodeConfig(beam=3, topk=5, max_len=16), 1024),
     ]
     for model, name, decoding, part_size in runs:
-        cfg = TraceConfig(
-            model=str(model),
-            corpus="task:dates:test:48",
-            warehouse=str(root),
-            run_name=name,
-            decoding=decoding,
-            batch_size=16,
-            part_size=part_size,
-            device="cpu",
-        )
-        trace(cfg, progress=False)
+        trace_run(model, "task:dates:test:48", root, name, decoding, batch_size=16, part_size=part_size)
     return root
 
 
@@ -75,14 +65,5 @@ def train_warehouse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path
     ('test', 48 sentences, beam 3) whose error blame and buckets use it."""
     root = tmp_path_factory.mktemp("wh") / "trained"
     for name, corpus in (("train", "task:dates:train:120"), ("test", "task:dates:test:48")):
-        cfg = TraceConfig(
-            model=str(tiny_dir),
-            corpus=corpus,
-            warehouse=str(root),
-            run_name=name,
-            decoding=DecodeConfig(beam=3, topk=5, max_len=16),
-            batch_size=32,
-            device="cpu",
-        )
-        trace(cfg, progress=False)
+        trace_run(tiny_dir, corpus, root, name, DecodeConfig(beam=3, topk=5, max_len=16), batch_size=32)
     return root

@@ -21,3 +21,21 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
     assert "Traceback" not in proc.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def trace_run(model, corpus, warehouse, name: str, decoding=None, **options):  # noqa: ANN001
+    """Trace ``corpus`` with ``model`` into ``warehouse`` as run ``name``, on the CPU, quietly;
+    ``decoding`` defaults to a small beam (2, top-4, 14 tokens); ``options``: other TraceConfig fields."""
+    from pipeline.beam import DecodeConfig
+    from pipeline.trace import TraceConfig, trace
+
+    cfg = TraceConfig(
+        model=str(model),
+        corpus=str(corpus),
+        warehouse=str(warehouse),
+        run_name=name,
+        decoding=decoding or DecodeConfig(beam=2, topk=4, max_len=14),
+        device="cpu",
+        **options,
+    )
+    return trace(cfg, progress=False)

@@ -2,7 +2,8 @@
 (and line), exit code 2 and nothing written; or, where a sentence is only too long for the model, a
 counted and recorded skip with every other sentence traced.
 
-The cases (corpora, checkpoints, warehouses, options) are in ``malformed_cases.py``.
+The cases are in ``malformed_cases.py`` (corpora, checkpoints) and ``malformed_stores.py``
+(warehouses, options).
 ``beamscope.cli.main`` runs in-process (same code path as the command; no interpreter start per
 case).
 """
@@ -17,7 +18,8 @@ import torch
 
 from beamscope.cli import main
 from pipeline.beam import DecodeConfig
-from pipeline.trace import TraceConfig, trace
+from tests.helpers import trace_run
+from tests.reliability import malformed_stores  # noqa: F401 (registers the warehouse and option cases)
 from tests.reliability.malformed_cases import CASES, GOOD, _file, _trace
 from warehouse import open_warehouse
 
@@ -27,16 +29,9 @@ from warehouse import open_warehouse
 def small_wh(tmp_path_factory, tiny_dir) -> Path:
     """One complete run 'r' of 12 sentences in 3 parts."""
     root = tmp_path_factory.mktemp("malformed") / "wh"
-    cfg = TraceConfig(
-        model=str(tiny_dir),
-        corpus="task:dates:test:12",
-        warehouse=str(root),
-        run_name="r",
-        decoding=DecodeConfig(beam=2, topk=4, max_len=12),
-        part_size=4,
-        device="cpu",
+    trace_run(
+        tiny_dir, "task:dates:test:12", root, "r", DecodeConfig(beam=2, topk=4, max_len=12), part_size=4
     )
-    trace(cfg, progress=False)
     return root
 
 

@@ -13,11 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from beamscope.cli import main
-from pipeline.beam import DecodeConfig
-from pipeline.trace import TraceConfig, trace
 from schemas import SCHEMA_VERSION, TABLES, SchemaVersionError
 from schemas.layout import migratable, read_manifest, vectors_dir
 from schemas.tables import ADDED_COLUMNS, columns_at
+from tests.helpers import trace_run
 from tests.reliability import harness as h
 from warehouse import open_warehouse
 
@@ -29,16 +28,7 @@ def current(tmp_path_factory, tiny_dir) -> Path:
     """A warehouse written by this beamscope: a training run (so nn_agreement is filled) and a test run."""
     root = tmp_path_factory.mktemp("migrate") / "v2"
     for name, corpus in (("train", "task:dates:train:24"), ("test", "task:dates:test:12")):
-        cfg = TraceConfig(
-            model=str(tiny_dir),
-            corpus=corpus,
-            warehouse=str(root),
-            run_name=name,
-            decoding=DecodeConfig(beam=2, topk=4, max_len=14),
-            part_size=4,
-            device="cpu",
-        )
-        trace(cfg, progress=False)
+        trace_run(tiny_dir, corpus, root, name, part_size=4)
     return root
 
 
@@ -133,17 +123,7 @@ def test_migrate_killed_then_resumed_equals_the_current_warehouse(
         assert wh.sql("SELECT count(*) FROM target_steps WHERE nn_agreement IS NOT NULL").item() == 0
         assert wh.mart("error_summary", "test").height > 0
     # and a new run can be traced into it (this one with the new columns filled)
-    s = trace(
-        TraceConfig(
-            model=str(tiny_dir),
-            corpus="task:dates:test:6",
-            warehouse=str(old),
-            run_name="after",
-            decoding=DecodeConfig(beam=2, topk=4, max_len=14),
-            device="cpu",
-        ),
-        progress=False,
-    )
+    s = trace_run(tiny_dir, "task:dates:test:6", old, "after")
     assert s.n_sentences == 6
     t = h.parquet_rows(old, "target_steps", "after")
     assert pc.sum(pc.is_valid(t["nn_agreement"])).as_py() > 0

@@ -13,7 +13,7 @@ import pytest
 from bench.dash_client import DashClient, FlaskTransport
 from dashboard.server import build
 from pipeline.beam import DecodeConfig
-from pipeline.trace import TraceConfig, trace
+from tests.helpers import trace_run
 from tests.reliability import harness as h
 from warehouse.sandbox import SafeSQL
 
@@ -29,16 +29,9 @@ STATE = (
 @pytest.fixture
 def base(tmp_path, tiny_dir) -> Path:
     root = tmp_path / "wh"
-    cfg = TraceConfig(
-        model=str(tiny_dir),
-        corpus="task:dates:test:12",
-        warehouse=str(root),
-        run_name="a",
-        decoding=DecodeConfig(beam=3, topk=4, max_len=14),
-        part_size=4,
-        device="cpu",
+    trace_run(
+        tiny_dir, "task:dates:test:12", root, "a", DecodeConfig(beam=3, topk=4, max_len=14), part_size=4
     )
-    trace(cfg, progress=False)
     from warehouse import write_duckdb_file
 
     write_duckdb_file(root)

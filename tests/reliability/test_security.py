@@ -18,8 +18,7 @@ from beamscope.cli import build_parser, main
 from bench.dash_client import DashClient, FlaskTransport, component_props, texts
 from dashboard import figures
 from dashboard.server import build
-from pipeline.beam import DecodeConfig
-from pipeline.trace import TraceConfig, trace
+from tests.helpers import trace_run
 from tests.reliability import harness as h
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "dashboard"
@@ -71,15 +70,7 @@ def hostile_wh(tmp_path_factory, tiny_dir) -> Path:
     d = tmp_path_factory.mktemp("security")
     corpus = d / "hostile.tsv"
     corpus.write_text("".join(f"{s}\t{s.upper()}\n" for s in HOSTILE) + "5.3.21\t2021-03-05\n")
-    cfg = TraceConfig(
-        model=str(tiny_dir),
-        corpus=str(corpus),
-        warehouse=str(d / "wh"),
-        run_name="a",
-        decoding=DecodeConfig(beam=2, topk=4, max_len=14),
-        device="cpu",
-    )
-    trace(cfg, progress=False)
+    trace_run(tiny_dir, corpus, d / "wh", "a")
     return d / "wh"
 
 
