@@ -28,6 +28,16 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
 
 
+def _add_bank_size(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bank-size",
+        type=int,
+        default=None,
+        help="keep at most N states per kind in a training run's neighbour bank (seeded uniform sample; "
+        "default: all)",
+    )
+
+
 def _add_decoding(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam", type=int, default=5, help="beam width (1 = greedy)")
     p.add_argument("--topk", type=int, default=10, help="top-k predictions recorded per step")
@@ -86,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="training run whose states the encoder/decoder blame rules use (auto: the newest traced "
         "train-split run of the same model; none: off)",
     )
+    p.add_argument(
+        "--agreement",
+        choices=("all", "divergence"),
+        default="all",
+        help="neighbour agreement of every state (all) or only of the states the blame reads at a wrong "
+        "sentence's first divergence step (divergence: per-token agreement columns stay NULL)",
+    )
+    _add_bank_size(p)
     _add_decoding(p)
     _add_device(p)
     p.set_defaults(handler=_trace)
@@ -101,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-rows", type=int, default=None, help="index only tables with at least this many rows"
     )
+    _add_bank_size(p)
     p.set_defaults(handler=_index)
 
     p = _verb(
@@ -246,6 +265,8 @@ def _trace(a: argparse.Namespace) -> int:
             part_size=a.part_size,
             vectors=not a.no_vectors,
             neighbours_run=None if a.neighbours_run == "none" else a.neighbours_run,
+            agreement=a.agreement,
+            bank_size=a.bank_size,
             device=a.device,
         )
     )
@@ -256,11 +277,18 @@ def _trace(a: argparse.Namespace) -> int:
 
 
 def _index(a: argparse.Namespace) -> int:
+    from pipeline.neighbours import KINDS, build_bank
     from warehouse import open_warehouse
     from warehouse.vectors import DEFAULT_MIN_ROWS, build_indexes
 
     with open_warehouse(a.warehouse) as wh:
         runs = [wh.resolve_run(r) for r in a.run] if a.run else wh.run_ids()
+        train = set(
+            wh.sql(
+                "SELECT run_id FROM runs WHERE split = 'train' "
+                "AND coalesce(json_extract(options, '$.vectors')::BOOLEAN, true)"
+            )["run_id"].to_list()
+        )
     min_rows = DEFAULT_MIN_ROWS if a.min_rows is None else a.min_rows
     for r in build_indexes(Path(a.warehouse), runs, min_rows):
         what = (
@@ -269,6 +297,10 @@ def _index(a: argparse.Namespace) -> int:
             else "exact search, no index needed"
         )
         print(f"{r.table}: {r.rows} vectors, {what}")
+    for run in (r for r in runs if r in train):
+        for kind in KINDS:
+            info = build_bank(Path(a.warehouse), run, kind, a.bank_size)
+            print(f"neighbour bank: {info.describe()}, built in {info.build_seconds:.1f}s")
     return 0
 
 

@@ -14,7 +14,7 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 from dashboard import figures, ids, queries
 from dashboard.state import warehouse
 from schemas import BeamscopeError
-from warehouse.states import nearest_training, trajectory
+from warehouse.states import bank_description, nearest_training, trajectory
 
 K = 10
 
@@ -100,7 +100,15 @@ def show_neighbours(state: str, key: dict):
                 ]
             )
         )
-    return html.Table([html.Tr([html.Th(h) for h in head]), *rows], className="simple", id=ids.NN_ROWS)
+    caption = html.Div(
+        f"searched in the {bank_description(warehouse(), key['run'], kind)}", className="muted"
+    )
+    return html.Div(
+        [
+            caption,
+            html.Table([html.Tr([html.Th(h) for h in head]), *rows], className="simple", id=ids.NN_ROWS),
+        ]
+    )
 
 
 @callback(

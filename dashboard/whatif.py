@@ -22,7 +22,7 @@ from dashboard.state import model_for, warehouse
 from pipeline.beam import DecodeConfig
 from pipeline.errors import Taxonomy
 from pipeline.models.protocol import AttentionEdit
-from pipeline.neighbours import load_training_states
+from pipeline.neighbours import training_states
 from pipeline.whatif import Intervention, WhatIfResult, redecode, save_run
 from schemas import BeamscopeError
 
@@ -151,15 +151,17 @@ def _whatif(key: dict, intervention: Intervention) -> tuple[queries.SentenceView
     wh = warehouse()
     run = queries.run_info(wh, key["run"])
     model = model_for(run)
-    taxonomy = Taxonomy(**json.loads(run["options"]).get("taxonomy", {}))
+    options = json.loads(run["options"])
+    taxonomy = Taxonomy(**options.get("taxonomy", {}))
     train = run["neighbours_run"]  # blamed as the original was: with the same training states
     training = (
         None
         if train is None
-        else wh.memo(("training_states", train), lambda: load_training_states(wh.root, train))
+        else wh.memo(("training_states", train), lambda: training_states(wh.root, train, build=False))
     )
     decoding = DecodeConfig(**json.loads(run["decoding"]))
-    result = redecode(model, intervention, decoding, training=training, taxonomy=taxonomy)
+    agreement = options.get("agreement", "all")
+    result = redecode(model, intervention, decoding, training, taxonomy, agreement)
     return queries.view_from_tables(result.tables), result, run
 
 

@@ -1,151 +1,362 @@
-"""Nearest training states (exact cosine k-NN in torch) and neighbour agreement.
+"""The neighbour engine: every "which training states look like this state?" goes through here.
 
-A ``StateBank`` holds one training run's states with the token each is labelled with (the
-token an encoder state stands for; the token that followed a decoder state). Agreement of a
-query with a label is the share of its k nearest training states carrying that label.
+The trace's agreement columns, the blame rules, what-if re-decoding and the dashboard's
+neighbour table and trajectory all search a ``Bank``: an in-process faiss index over one
+training run's states of one kind, built from LanceDB (the store of the states) in batches and
+kept beside the vectors, so no query path loads a training run's float32 states:
+
+- ``encoder``: the last encoder layer's states, labelled by their source token;
+- ``decoder``: the reference-forced decoder states, labelled by the reference token that followed.
+
+Banks of at most ``EXACT_MAX`` states are exact (inner product of unit vectors = cosine); larger
+ones are an IVF index over 8-bit scalar-quantised vectors searched with ``nprobe`` lists (chosen
+with ``python -m bench.bank``: see the README's "Neighbours at scale"). A bank may keep a seeded
+uniform sample of at most ``max_states`` states (Seq2Seq-Vis kept ~2.5 M per type for WMT).
+
+Which training run serves a run is decided once, by ``resolve_training_run`` when the run is
+traced, and recorded in ``runs.neighbours_run``; every reader takes it from there.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
+import faiss
 import lancedb
 import numpy as np
-import torch
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from schemas.layout import open_vectors, read_manifest, vector_table, vectors_dir
+from schemas import WarehouseError
+from schemas.layout import (
+    MANIFEST,
+    atomic_path,
+    atomic_write_text,
+    locked,
+    open_vectors,
+    read_manifest,
+    vector_table,
+    vectors_dir,
+)
+
+Kind = Literal["encoder", "decoder"]
+KINDS: tuple[Kind, ...] = ("encoder", "decoder")
+EXACT_MAX = 50_000  # states; up to this a bank is an exact flat index
+NPROBE = 16  # IVF lists searched per query (bench.bank: agreement equals exact search at 8 already)
+TRAIN_SAMPLE = 64 * 1024  # vectors the IVF quantiser is trained on
+BATCH = 64 * 1024  # rows read from LanceDB at a time
+NO_LABEL, PADDING = -1, -2  # label codes of an unknown query label and of a missing neighbour
+_SOURCE = {  # the LanceDB table, filter (None: the last layer) and label column of each kind
+    "encoder": ("encoder_states", None, "token", "src_pos"),
+    "decoder": ("decoder_states", "decoding = 'ref'", "next_token", "step"),
+}
+
+
+def banks_dir(root: Path, run_id: str) -> Path:
+    return Path(root) / "banks" / run_id
+
+
+@dataclass(frozen=True)
+class BankInfo:
+    """What a bank holds (stored as ``<kind>.json``; shown wherever neighbours are shown)."""
+
+    run_id: str
+    kind: str
+    index: str  # faiss factory string
+    states: int  # states kept in the bank
+    total: int  # states of that kind in the training run
+    max_states: int | None  # the cap asked for (None: every state)
+    seed: int
+    dim: int
+    build_seconds: float
+    files: tuple[str, str]  # index file, row file (names inside the bank directory)
+
+    @property
+    def sampled(self) -> bool:
+        return self.states < self.total
+
+    def describe(self) -> str:
+        kept = f"{self.states:,} states" + (f" (seeded sample of {self.total:,})" if self.sampled else "")
+        return f"{self.kind} bank of run {self.run_id}: {kept}, {self.index}"
 
 
 @dataclass
-class StateBank:
-    vectors: torch.Tensor  # [n, d], L2-normalised
-    labels: np.ndarray  # [n] token strings
+class Bank:
+    """One training run's states of one kind, searchable; rows carry (sent_id, pos, label)."""
 
-    @classmethod
-    def build(cls, vectors: np.ndarray, labels: np.ndarray) -> StateBank:
-        v = torch.tensor(np.asarray(vectors, dtype=np.float32))
-        return cls(torch.nn.functional.normalize(v, dim=-1), labels)
+    info: BankInfo
+    index: faiss.Index
+    sent_id: np.ndarray  # [n] int64
+    pos: np.ndarray  # [n] int32: src_pos (encoder) or step (decoder)
+    labels: np.ndarray  # [n] int32 codes into ``vocab``
+    vocab: dict[str, int]
 
-    def nearest(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Indices and cosine distances [n_queries, k] of the k nearest states, nearest first."""
-        q = torch.nn.functional.normalize(torch.from_numpy(np.asarray(queries, dtype=np.float32)), dim=-1)
-        k = min(k, len(self.labels))
-        chunk = max(1, 2**25 // max(1, len(self.labels)))  # similarity blocks of <= 128 MB
-        idx, dist = [], []
-        for start in range(0, len(q), chunk):
-            sims, ids = (q[start : start + chunk] @ self.vectors.T).topk(k, dim=-1)
-            idx.append(ids.numpy())
-            dist.append((1 - sims).numpy())
-        if not idx:
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row numbers [n, k] (-1 past the bank's size) and cosine distances of the ``k``
+        nearest states of each query, nearest first."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if q.shape[1] != self.info.dim:
+            raise WarehouseError(f"query states have {q.shape[1]} dimensions, the bank {self.info.dim}")
+        faiss.normalize_L2(q)
+        if not len(q):
             return np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
-        return np.concatenate(idx), np.concatenate(dist)
+        sims, rows = self.index.search(q, k)
+        return rows, (1 - sims).astype(np.float32)
 
-    def agreement(self, queries: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-        """[n_queries] share of each query's k nearest states whose label equals its label."""
-        idx, _ = self.nearest(queries, k)
-        return (self.labels[idx] == np.asarray(labels, dtype=object)[:, None]).mean(1)
+    def codes(self, tokens: np.ndarray) -> np.ndarray:
+        """Label codes of ``tokens`` (``NO_LABEL`` for a token the bank never saw)."""
+        return np.fromiter((self.vocab.get(t, NO_LABEL) for t in tokens), dtype=np.int32, count=len(tokens))
+
+    def neighbour_labels(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """[n, min(k, states)] label codes of each query's nearest states (``PADDING`` if missing)."""
+        rows, _ = self.search(queries, min(k, self.info.states))
+        return np.where(rows >= 0, self.labels[np.maximum(rows, 0)], PADDING)
+
+
+def _label_codes(tokens: list[str], vocab: dict[str, int]) -> np.ndarray:
+    return np.fromiter((vocab.setdefault(t, len(vocab)) for t in tokens), dtype=np.int32, count=len(tokens))
+
+
+def _batches(root: Path, run_id: str, kind: Kind) -> tuple[lancedb.table.Table, str, int]:
+    """The LanceDB table of ``kind`` states of ``run_id``, the filter selecting them, their count."""
+    name, where, _, _ = _SOURCE[kind]
+    tbl = open_vectors(lancedb.connect(str(vectors_dir(root))), vector_table(name, run_id))
+    if tbl is None:
+        raise WarehouseError(f"run {run_id!r} has no stored {kind} states (traced with --no-vectors?)")
+    if where is None:
+        layers = tbl.search().select(["layer"]).limit(None).to_arrow()["layer"]
+        where = f"layer = {max(layers.to_pylist(), default=0)}"
+    return tbl, where, tbl.count_rows(where)
+
+
+def _read(tbl: lancedb.table.Table, where: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    yield from tbl.search().where(where).select(columns).limit(None).to_batches(BATCH)
+
+
+def _vectors(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+    col = batch.column("vector")
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    flat = col.flatten().to_numpy(zero_copy_only=False)
+    out = np.ascontiguousarray(flat.reshape(-1, col.type.list_size), dtype=np.float32)
+    faiss.normalize_L2(out)
+    return out
+
+
+def _sample_mask(total: int, keep: int, seed: int) -> np.ndarray:
+    """A seeded uniform choice of ``keep`` of ``total`` rows, as a boolean mask in row order."""
+    mask = np.zeros(total, dtype=bool)
+    mask[np.random.default_rng(seed).choice(total, keep, replace=False)] = True
+    return mask
+
+
+def factory_string(states: int) -> str:
+    """The faiss index of a bank of ``states`` states (see the module doc)."""
+    return "Flat" if states <= EXACT_MAX else f"IVF{max(64, 4 * int(math.sqrt(states)))},SQ8"
+
+
+def build_bank(
+    root: Path,
+    run_id: str,
+    kind: Kind,
+    max_states: int | None = None,
+    seed: int = 0,
+    index: str | None = None,
+) -> BankInfo:
+    """Build (or rebuild) the ``kind`` bank of training run ``run_id`` from its LanceDB states;
+    ``index``: a faiss factory string instead of ``factory_string``'s choice (e.g. 'Flat')."""
+    if max_states is not None and max_states < 1:
+        raise WarehouseError(f"--bank-size must be at least 1 (got {max_states})")
+    start = time.perf_counter()
+    tbl, where, total = _batches(root, run_id, kind)
+    if total == 0:
+        raise WarehouseError(f"run {run_id!r} has no {kind} states to search")
+    keep = total if max_states is None else min(total, max_states)
+    mask = _sample_mask(total, keep, seed) if keep < total else None
+    dim = tbl.schema.field("vector").type.list_size
+    spec = index or factory_string(keep)
+    faiss_index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
+    _, _, label, pos = _SOURCE[kind]
+    if not faiss_index.is_trained:
+        faiss_index.train(_training_sample(tbl, where, total, mask, seed))
+    sent, place, codes, vocab, seen = [], [], [], {}, 0
+    for batch in _read(tbl, where, ["sent_id", pos, label, "vector"]):
+        chosen = np.ones(batch.num_rows, dtype=bool) if mask is None else mask[seen : seen + batch.num_rows]
+        seen += batch.num_rows
+        batch = batch.filter(pa.array(chosen))
+        faiss_index.add(_vectors(batch))
+        sent.append(batch.column("sent_id").to_numpy())
+        place.append(batch.column(pos).to_numpy())
+        codes.append(_label_codes(batch.column(label).to_pylist(), vocab))
+    rows = pa.table(
+        {
+            "sent_id": pa.array(np.concatenate(sent), pa.int64()),
+            "pos": pa.array(np.concatenate(place), pa.int32()),
+            "label": pa.array(np.concatenate(codes), pa.int32()),
+        }
+    )
+    info = BankInfo(
+        run_id=run_id,
+        kind=kind,
+        index=spec,
+        states=int(faiss_index.ntotal),
+        total=total,
+        max_states=max_states,
+        seed=seed,
+        dim=dim,
+        build_seconds=round(time.perf_counter() - start, 3),
+        files=("", ""),
+    )
+    return _save_bank(root, info, faiss_index, rows, vocab)
+
+
+def _training_sample(
+    tbl: lancedb.table.Table, where: str, total: int, mask: np.ndarray | None, seed: int
+) -> np.ndarray:
+    """Up to ``TRAIN_SAMPLE`` of the bank's vectors, seeded, for training the IVF quantiser."""
+    pool = np.flatnonzero(mask) if mask is not None else np.arange(total)
+    pick = np.zeros(total, dtype=bool)
+    pick[np.random.default_rng(seed + 1).choice(pool, min(len(pool), TRAIN_SAMPLE), replace=False)] = True
+    out, seen = [], 0
+    for batch in _read(tbl, where, ["vector"]):
+        chosen = pick[seen : seen + batch.num_rows]
+        seen += batch.num_rows
+        if chosen.any():
+            out.append(_vectors(batch.filter(pa.array(chosen))))
+    return np.concatenate(out)
+
+
+def _save_bank(
+    root: Path, info: BankInfo, index: faiss.Index, rows: pa.Table, vocab: dict[str, int]
+) -> BankInfo:
+    """Write the index and row files under fresh names, then the json that points at them (the
+    commit: a reader sees the old bank or the new one, whole); old files are then removed."""
+    d = banks_dir(root, info.run_id)
+    d.mkdir(parents=True, exist_ok=True)
+    build = secrets.token_hex(4)
+    files = (f"{info.kind}-{build}.faiss", f"{info.kind}-{build}.parquet")
+    with atomic_path(d / files[0]) as tmp:
+        faiss.write_index(index, str(tmp))
+    with atomic_path(d / files[1]) as tmp:
+        pq.write_table(rows, tmp, compression="zstd")
+    info = replace(info, files=files)
+    with locked(root):
+        atomic_write_text(
+            d / f"{info.kind}.json", json.dumps({**asdict(info), "vocab": list(vocab)}, indent=1)
+        )
+        for old in d.glob(f"{info.kind}-*"):
+            if old.name not in files:
+                old.unlink(missing_ok=True)
+    return info
+
+
+def bank_info(root: Path, run_id: str, kind: Kind) -> BankInfo | None:
+    """The stored bank's description, or None when none was built."""
+    path = banks_dir(root, run_id) / f"{kind}.json"
+    if not path.is_file():
+        return None
+    meta = json.loads(path.read_text())
+    meta.pop("vocab")
+    return BankInfo(**{**meta, "files": tuple(meta["files"])})
+
+
+def open_bank(root: Path, run_id: str, kind: Kind) -> Bank | None:
+    """The stored ``kind`` bank of ``run_id`` (None when none was built)."""
+    path = banks_dir(root, run_id) / f"{kind}.json"
+    if not path.is_file():
+        return None
+    meta = json.loads(path.read_text())
+    vocab = {t: i for i, t in enumerate(meta.pop("vocab"))}
+    info = BankInfo(**{**meta, "files": tuple(meta["files"])})
+    d = banks_dir(root, run_id)
+    try:
+        index = faiss.read_index(str(d / info.files[0]))
+        rows = pq.read_table(d / info.files[1])
+    except (RuntimeError, OSError, pa.ArrowException) as e:
+        raise WarehouseError(f"damaged neighbour bank: {e}", path=str(d / info.files[0])) from e
+    if isinstance(index, faiss.IndexIVF):
+        index.nprobe = NPROBE
+    return Bank(
+        info,
+        index,
+        rows["sent_id"].to_numpy(),
+        rows["pos"].to_numpy(),
+        rows["label"].to_numpy(),
+        vocab,
+    )
 
 
 @dataclass
 class TrainingStates:
-    """The training run whose states answer "which training examples look like this?"."""
+    """The banks of the training run that serves a run."""
 
     run_id: str
-    encoder: StateBank  # labelled by source token (last encoder layer)
-    decoder: StateBank  # reference decoding, labelled by the next token
+    encoder: Bank
+    decoder: Bank
+
+    def bank(self, kind: Kind) -> Bank:
+        return self.encoder if kind == "encoder" else self.decoder
+
+    def describe(self) -> dict[str, dict]:
+        """Per kind, the bank's description (recorded in the served run's options)."""
+        return {
+            b.info.kind: {k: getattr(b.info, k) for k in ("states", "total", "max_states", "seed", "index")}
+            for b in (self.encoder, self.decoder)
+        }
 
 
-def find_training_run(root: Path, model_hash: str, exclude: str) -> str | None:
-    """The newest complete train-split run of the same model in the warehouse, if any."""
-    if not (root / "manifest.json").exists():
+def training_states(
+    root: Path, run_id: str, max_states: int | None = None, seed: int = 0, build: bool = True
+) -> TrainingStates:
+    """The banks of training run ``run_id``; missing ones (or ones kept with another
+    ``max_states``, when ``build``) are built first."""
+    banks = {}
+    for kind in KINDS:
+        info = bank_info(root, run_id, kind)
+        stale = info is None or (info.max_states, info.seed) != (max_states, seed)
+        if stale and build:
+            build_bank(root, run_id, kind, max_states, seed)
+        bank = open_bank(root, run_id, kind)
+        if bank is None:
+            raise WarehouseError(f"training run {run_id!r} has no {kind} bank; run `beamscope index`")
+        banks[kind] = bank
+    return TrainingStates(run_id, banks["encoder"], banks["decoder"])
+
+
+def resolve_training_run(
+    root: Path, run_id: str, model_hash: str, split: str, asked: str | None
+) -> str | None:
+    """The one rule for which training run serves a run (recorded in ``runs.neighbours_run``).
+
+    ``asked`` 'auto': the newest complete train-split run of the same model that kept its
+    vectors (none for a train-split run); None or 'none': no neighbours; else that run, which
+    must be complete, of the same model and have kept its vectors.
+    """
+    if asked in (None, "none") or (asked == "auto" and split == "train"):
         return None
-    runs = read_manifest(root)["runs"]
+    runs = read_manifest(root)["runs"] if (Path(root) / MANIFEST).is_file() else {}
+    if asked != "auto":
+        run = runs.get(asked)
+        if run is None or run.get("status") != "complete":
+            raise WarehouseError(f"neighbours run {asked!r} is not a complete run of this warehouse")
+        if run.get("model_hash") != model_hash:
+            raise WarehouseError(f"neighbours run {asked!r} was traced with another model")
+        if not run.get("vectors", True):
+            raise WarehouseError(f"neighbours run {asked!r} kept no vectors (traced with --no-vectors)")
+        return asked
     found = [
         (r.get("created_at", ""), rid)
         for rid, r in runs.items()
-        if rid != exclude
+        if rid != run_id
         and r.get("status") == "complete"
         and r.get("split") == "train"
         and r.get("model_hash") == model_hash
         and r.get("vectors", True)
     ]
     return max(found)[1] if found else None
-
-
-def load_training_states(root: Path, run_id: str) -> TrainingStates | None:
-    """Load a run's encoder and reference-decoding decoder states from LanceDB."""
-    db = lancedb.connect(str(vectors_dir(root)))
-    enc_t = open_vectors(db, vector_table("encoder_states", run_id))
-    dec_t = open_vectors(db, vector_table("decoder_states", run_id))
-    if enc_t is None or dec_t is None:
-        return None
-    enc = enc_t.to_arrow()
-    top = max(enc["layer"].to_pylist()) if enc.num_rows else 0
-    enc = enc.filter(enc["layer"].to_numpy() == top)
-    dec = dec_t.to_arrow()
-    dec = dec.filter(dec["decoding"].to_numpy(zero_copy_only=False) == "ref")
-
-    def bank(table, label: str) -> StateBank:
-        dim = table.schema.field("vector").type.list_size
-        vectors = table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, dim)
-        return StateBank.build(vectors, np.asarray(table[label].to_pylist(), dtype=object))
-
-    return TrainingStates(run_id, bank(enc, "token"), bank(dec, "next_token"))
-
-
-# the agreement columns of each table, and the bank its states are searched in
-AGREEMENT_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "source_tokens": ("encoder", ("nn_agreement",)),
-    "target_steps": ("decoder", ("nn_agreement", "nn_ref_agreement")),
-    "reference_steps": ("decoder", ("nn_agreement",)),
-}
-
-
-class AgreementQueue:
-    """Rows of a part waiting for their neighbour agreement: states are queued per bank
-    ('encoder' | 'decoder'), each table's rows point at query states and carry the labels to
-    compare the neighbours' tokens with; ``columns`` then searches each bank once."""
-
-    def __init__(self, training: TrainingStates | None, k: int) -> None:
-        self.training, self.k = training, k
-        self._clear()
-
-    def _clear(self) -> None:
-        self._queries: dict[str, list[np.ndarray]] = {"encoder": [], "decoder": []}
-        self._rows: dict[str, list[tuple[np.ndarray, list[np.ndarray]]]] = {t: [] for t in AGREEMENT_COLUMNS}
-
-    def states(self, bank: str, states: np.ndarray) -> np.ndarray:
-        """Queue query ``states`` [n, d] of ``bank``; their query numbers."""
-        start = sum(len(q) for q in self._queries[bank])
-        self._queries[bank].append(states)
-        return start + np.arange(len(states))
-
-    def rows(self, table: str, queries: np.ndarray, labels: list[np.ndarray]) -> None:
-        """The next rows of ``table``: their query numbers and, per agreement column, labels
-        (None where the column has no label: the row's agreement is null)."""
-        self._rows[table].append((queries, labels))
-
-    def columns(self, n_rows: dict[str, int]) -> dict[str, dict[str, np.ndarray]]:
-        """Per table, each agreement column over its ``n_rows`` rows (NaN = null); then empty."""
-        found = {}  # per bank: [queries, k] the neighbours' tokens
-        if self.training is not None:
-            for name, queries in self._queries.items():
-                if queries:
-                    bank = self.training.encoder if name == "encoder" else self.training.decoder
-                    idx, _ = bank.nearest(np.concatenate(queries), self.k)
-                    found[name] = bank.labels[idx]
-        out: dict[str, dict[str, np.ndarray]] = {}
-        for table, (bank_name, names) in AGREEMENT_COLUMNS.items():
-            pending = self._rows[table]
-            if not pending:
-                out[table] = {name: np.full(n_rows[table], np.nan, dtype=np.float32) for name in names}
-                continue
-            neighbours = found[bank_name][np.concatenate([rows for rows, _ in pending])]
-            out[table] = {}
-            for j, name in enumerate(names):
-                labels = np.concatenate([ls[j] for _, ls in pending])
-                share = (neighbours == labels[:, None]).mean(1).astype(np.float32)
-                out[table][name] = np.where(labels == None, np.nan, share)  # noqa: E711
-        self._clear()
-        return out

@@ -7,19 +7,21 @@ arrays (no per-row Python objects for the large tables).
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from pipeline.agreement import AGREEMENT_COLUMNS, AgreementQueue
 from pipeline.beam import STATUS_NAMES, Decoded
 from pipeline.corpus import Example
-from pipeline.errors import Evidence, Taxonomy, Verdict, classify
+from pipeline.errors import Evidence, Taxonomy, classify
 from pipeline.forced import ForcedTrace
 from pipeline.metrics import SentenceScores, first_divergence, is_search_error
 from pipeline.models.protocol import Seq2SeqAdapter
-from pipeline.neighbours import AGREEMENT_COLUMNS, AgreementQueue, TrainingStates
+from pipeline.neighbours import TrainingStates
 from schemas import TABLES, decoder_states_schema, encoder_states_schema
 
 _STATUS = np.array(STATUS_NAMES, dtype=object)
@@ -36,6 +38,25 @@ class Traced:
     scores: SentenceScores | None
     enc_states: np.ndarray  # [src, d] last layer
     enc_layers: np.ndarray | None  # [layers, src, d]
+
+
+@dataclass(frozen=True)
+class _PendingBlame:
+    sentence: int  # the sentence's row in the part
+    evidence: Evidence
+    base: dict[str, int]  # its first row in each agreement table
+
+
+def _focus(evidence: Evidence, n_src: int) -> tuple[int, int]:
+    """The (source position, step) the neighbour rules read: the source token the reference's
+    forced decoding attends most at the divergence step t*, and t*."""
+    t = evidence.diverge
+    return int(evidence.ref_attention[t, :n_src].argmax()), t
+
+
+def _value(column: np.ndarray, row: int) -> float | None:
+    v = float(column[row])
+    return None if np.isnan(v) else v
 
 
 def _entropy(w: np.ndarray) -> np.ndarray:
@@ -64,17 +85,23 @@ class PartBuilder:
         training: TrainingStates | None = None,
         keep_vectors: bool = True,
         edited_step: int | None = None,
+        agreement: str = "all",
     ) -> None:
         """``edited_step``: a what-if edited the attention from that step on, so the hypothesis'
-        decoder states there are its own even where its prefix is the reference's."""
+        decoder states there are its own even where its prefix is the reference's.
+        ``agreement``: which states get neighbour agreement (``pipeline.agreement.AGREEMENT_MODES``)."""
         self.model, self.run_id, self.split = model, run_id, split
-        self.edited_step = edited_step
+        self.edited_step, self.agreement = edited_step, agreement
         self.taxonomy, self.training, self.keep_vectors = taxonomy or Taxonomy(), training, keep_vectors
         self.tgt_tokens = np.array(model.tgt_pieces(list(range(model.vocab_size))), dtype=object)
         self.cols: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        self._n: dict[str, int] = defaultdict(int)  # rows so far per table
         self._agreement = AgreementQueue(training, self.taxonomy.neighbours)  # searched per part
+        self._pending: list[_PendingBlame] = []  # wrong sentences waiting for their agreement
 
     def _extend(self, table: str, **columns: np.ndarray | list) -> None:
+        if "sent_id" in columns:
+            self._n[table] += len(columns["sent_id"])
         for name, values in columns.items():
             self.cols[table][name].append(
                 np.asarray(values) if not isinstance(values, np.ndarray) else values
@@ -96,9 +123,14 @@ class PartBuilder:
         n_src = len(tr.src_ids)
         src_tokens = self.model.src_pieces(tr.src_ids)
         unknown = np.asarray(tr.src_ids) == getattr(self.model, "unk_id", -1)
-        verdict, agree = None, (None, None, None)
+        verdict, evidence = None, None
+        base = {t: self._n[t] for t in AGREEMENT_COLUMNS}  # the sentence's first row in each table
         if ref is not None and not exact and diverge is not None:
-            verdict, agree = self._blame(tr, hyp_seq, diverge, bool(search), src_tokens, bool(unknown.any()))
+            evidence = self._evidence(tr, hyp_seq, diverge, bool(search), bool(unknown.any()))
+            if self.training is None:
+                verdict = classify(evidence, self.taxonomy, getattr(self.model, "unk_id", None))
+            else:
+                self._pending.append(_PendingBlame(self._n["sentences"], evidence, base))
         self._extend(
             "sentences",
             sent_id=[sid],
@@ -120,9 +152,9 @@ class PartBuilder:
             chrf=[None if tr.scores is None else tr.scores.chrf],
             ter=[None if tr.scores is None else tr.scores.ter],
             blamed_stage=[None if verdict is None else verdict.stage],
-            nn_encoder_agreement=[agree[0]],
-            nn_decoder_agreement=[agree[1]],
-            nn_reference_agreement=[agree[2]],
+            nn_encoder_agreement=[None],
+            nn_decoder_agreement=[None],
+            nn_reference_agreement=[None],
             n_beam_nodes=[len(tree.parent)],
         )
         self.cols["sentences"]["error_tags"].append([None if verdict is None else list(verdict.tags)])
@@ -178,66 +210,95 @@ class PartBuilder:
             )
             self._attention(sid, "ref", ref.attention, ref.mean_attention, n_src)
             self._vectors_dec(sid, "ref", ref.token_ids, ref.states)
-        if self.training is not None:
-            self._queue_neighbours(tr, src_tokens, diverge)
+        if self.training is not None and self.agreement == "all":
+            self._queue_neighbours(tr, src_tokens, diverge, base, None)
+        elif self.training is not None and evidence is not None and evidence.diverge < len(evidence.ref_ids):
+            self._queue_neighbours(tr, src_tokens, diverge, base, _focus(evidence, n_src))
 
-    def _queue_neighbours(self, tr: Traced, src_tokens: list[str], diverge: int | None) -> None:
-        """Queue the sentence's states for neighbour agreement (searched per part, in ``tables``).
+    def _queue_neighbours(
+        self,
+        tr: Traced,
+        src_tokens: list[str],
+        diverge: int | None,
+        base: dict[str, int],
+        focus: tuple[int, int] | None,
+    ) -> None:
+        """Queue the sentence's states for neighbour agreement (searched per part, in ``tables``):
+        all of them, or only source position / step ``focus`` (what the blame reads).
 
         Up to the first divergence step the hypothesis has read the reference's prefix, so its
         decoder state there is the reference-forced state: those steps reuse its neighbours.
         """
-        steps, ref = tr.decoded.steps, tr.forced
-        hyp_tokens = self.tgt_tokens[steps.token_ids]
-        n_hyp = len(hyp_tokens)
-        ref_at = np.full(n_hyp, None, dtype=object)  # the reference's token at each step
-        rows = np.empty(n_hyp, dtype=np.int64)  # each step's row in the decoder queries
-        first_own = 0
+        steps, ref, q = tr.decoded.steps, tr.forced, self._agreement
+        n_src, n_hyp = len(tr.src_ids), len(steps.token_ids)
+        src_sel = np.arange(n_src) if focus is None else np.array([focus[0]])
+        enc_q = q.states("encoder", tr.enc_states[src_sel])
+        tokens = np.array(src_tokens, dtype=object)[src_sel]
+        q.rows("source_tokens", base["source_tokens"] + src_sel, enc_q, [tokens])
+        first_own, n_ref, ref_q = 0, 0, np.zeros(0, dtype=np.int64)
         if ref is not None:
-            ref_rows = self._agreement.states("decoder", ref.states)
             n_ref = len(ref.token_ids)
-            ref_at[: min(n_hyp, n_ref)] = self.tgt_tokens[ref.token_ids[: min(n_hyp, n_ref)]]
-            self._agreement.rows("reference_steps", ref_rows, [self.tgt_tokens[ref.token_ids]])
+            ref_sel = np.arange(n_ref) if focus is None else np.array([focus[1]])
+            ref_q = q.states("decoder", ref.states[ref_sel])
+            ref_tokens = self.tgt_tokens[ref.token_ids[ref_sel]]
+            q.rows("reference_steps", base["reference_steps"] + ref_sel, ref_q, [ref_tokens])
+            ref_q = dict(zip(ref_sel.tolist(), ref_q.tolist(), strict=True))
             first_own = min(n_hyp, n_ref, n_hyp if diverge is None else diverge + 1)
             if self.edited_step is not None:
                 first_own = min(first_own, self.edited_step)
-            rows[:first_own] = ref_rows[:first_own]
-        rows[first_own:] = self._agreement.states("decoder", steps.states[first_own:])
-        self._agreement.rows("target_steps", rows, [hyp_tokens, ref_at])
-        enc_rows = self._agreement.states("encoder", tr.enc_states[: len(tr.src_ids)])
-        self._agreement.rows("source_tokens", enc_rows, [np.array(src_tokens, dtype=object)])
+        hyp_sel = (
+            np.arange(n_hyp) if focus is None else np.array([t for t in focus[1:] if t < n_hyp], dtype=int)
+        )
+        shared, own = hyp_sel[hyp_sel < first_own], hyp_sel[hyp_sel >= first_own]
+        rows = np.concatenate(
+            [np.array([ref_q[t] for t in shared], dtype=np.int64), q.states("decoder", steps.states[own])]
+        )
+        ref_at = np.array(
+            [self.tgt_tokens[ref.token_ids[t]] if t < n_ref else None for t in hyp_sel], dtype=object
+        )
+        labels = [self.tgt_tokens[steps.token_ids[hyp_sel]], ref_at]
+        q.rows("target_steps", base["target_steps"] + hyp_sel, rows, labels)
 
-    def _blame(
-        self, tr: Traced, hyp_seq: list[int], t: int, search: bool, src_tokens: list[str], has_unknown: bool
-    ) -> tuple[Verdict, tuple[float | None, float | None, float | None]]:
-        """Apply the taxonomy (pipeline/errors.py) to a wrong sentence."""
+    def _evidence(self, tr: Traced, hyp_seq: list[int], t: int, search: bool, has_unknown: bool) -> Evidence:
+        """What the taxonomy (pipeline/errors.py) looks at for a wrong sentence, agreement aside."""
         steps, ref = tr.decoded.steps, tr.forced
         n_src = len(tr.src_ids)
-        ref_ids = ref.token_ids.tolist()
-        agree: tuple[float | None, float | None, float | None] = (None, None, None)
-        if self.training is not None and t < len(ref_ids):
-            k = self.taxonomy.neighbours
-            pos = int(ref.mean_attention[t, :n_src].argmax())
-            enc = self.training.encoder.agreement(tr.enc_states[pos][None], np.array([src_tokens[pos]]), k)
-            produced = self.tgt_tokens[hyp_seq[t]] if t < len(hyp_seq) else None
-            state = ref.states[t][None]
-            dec = self.training.decoder.agreement(state, np.array([produced]), k) if produced else [None]
-            rf = self.training.decoder.agreement(state, np.array([self.tgt_tokens[ref_ids[t]]]), k)
-            agree = (float(enc[0]), None if dec[0] is None else float(dec[0]), float(rf[0]))
-        evidence = Evidence(
+        return Evidence(
             search_error=search,
             diverge=t,
             hyp_ids=hyp_seq,
-            ref_ids=ref_ids,
+            ref_ids=ref.token_ids.tolist(),
             ended=tr.decoded.ended,
             topk_at=steps.topk_ids[t].tolist() if t < len(steps.topk_ids) else [],
             hyp_attention=steps.mean_attention[:, :n_src],
             ref_attention=ref.mean_attention[:, :n_src],
             has_unknown=has_unknown,
-            encoder_agreement=agree[0],
-            decoder_agreement=agree[1],
         )
-        return classify(evidence, self.taxonomy, getattr(self.model, "unk_id", None)), agree
+
+    def _blame_pending(self, agreement: dict[str, dict[str, np.ndarray]]) -> None:
+        """Classify the wrong sentences with the agreement of the states at their divergence step."""
+        sents = self.cols["sentences"]
+        for p in self._pending:
+            ev, t = p.evidence, p.evidence.diverge
+            if t < len(ev.ref_ids):
+                pos, _ = _focus(ev, ev.ref_attention.shape[1])
+                enc = _value(agreement["source_tokens"]["nn_agreement"], p.base["source_tokens"] + pos)
+                n_hyp = len(ev.hyp_attention)
+                row = p.base["target_steps"] + t
+                dec = _value(agreement["target_steps"]["nn_agreement"], row) if t < n_hyp else None
+                rf = _value(agreement["reference_steps"]["nn_agreement"], p.base["reference_steps"] + t)
+                ev = dataclasses.replace(ev, encoder_agreement=enc, decoder_agreement=dec)
+                agree = (enc, dec, rf)
+            else:
+                agree = (None, None, None)
+            verdict = classify(ev, self.taxonomy, getattr(self.model, "unk_id", None))
+            sents["blamed_stage"][p.sentence] = np.asarray([verdict.stage])
+            sents["error_tags"][p.sentence] = [list(verdict.tags)]
+            for name, value in zip(
+                ("nn_encoder_agreement", "nn_decoder_agreement", "nn_reference_agreement"), agree, strict=True
+            ):
+                sents[name][p.sentence] = np.asarray([value])
+        self._pending = []
 
     def _steps(
         self,
@@ -317,10 +378,11 @@ class PartBuilder:
 
     def tables(self) -> dict[str, pa.Table]:
         """One Arrow table per part table (empty ones included), rows in ``sent_id`` order."""
-        n_rows = {t: sum(len(v) for v in self.cols.get(t, {}).get("sent_id", [])) for t in AGREEMENT_COLUMNS}
-        for table, columns in self._agreement.columns(n_rows).items():
+        agreement = self._agreement.columns({t: self._n[t] for t in AGREEMENT_COLUMNS})
+        for table, columns in agreement.items():
             for name, values in columns.items():
                 self.cols[table][name] = [values]
+        self._blame_pending(agreement)
         return {name: self._table(name, schema) for name, schema in TABLES.items() if name != "runs"}
 
     def vectors(self) -> dict[str, pa.Table]:

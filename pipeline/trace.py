@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from pipeline.agreement import AGREEMENT_MODES
 from pipeline.batching import length_batches, pad
 from pipeline.beam import DecodeConfig, beam_search
 from pipeline.corpus import Corpus, Example, read_corpus
@@ -28,11 +29,11 @@ from pipeline.forced import force_decode
 from pipeline.metrics import corpus_scores, sentence_scores
 from pipeline.models import load_model, resolve_device
 from pipeline.models.protocol import AttentionEdit, Encoded, Seq2SeqAdapter
-from pipeline.neighbours import find_training_run, load_training_states
+from pipeline.neighbours import resolve_training_run, training_states
 from pipeline.records import PartBuilder, Traced
 from pipeline.writer import RunWriter, run_row
-from schemas import ConfigError, WarehouseError
-from schemas.layout import MANIFEST, crash_point, read_manifest
+from schemas import ConfigError
+from schemas.layout import crash_point
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class TraceConfig:
     device: str = "auto"
     taxonomy: Taxonomy = field(default_factory=Taxonomy)
     neighbours_run: str | None = "auto"  # training run for neighbour blame; auto = same model's
+    agreement: str = "all"  # neighbour agreement of every state, or only at the divergence step
+    bank_size: int | None = None  # most training states per kind in the neighbour bank
 
     def check(self) -> TraceConfig:
         if self.batch_size < 1:
@@ -60,6 +63,12 @@ class TraceConfig:
             raise ConfigError(f"--part-size must be at least 1 (got {self.part_size})")
         if not math.isfinite(self.decoding.length_penalty):
             raise ConfigError(f"--length-penalty must be finite (got {self.decoding.length_penalty})")
+        if self.agreement not in AGREEMENT_MODES:
+            raise ConfigError(
+                f"--agreement must be one of {', '.join(AGREEMENT_MODES)} (got {self.agreement!r})"
+            )
+        if self.bank_size is not None and self.bank_size < 1:
+            raise ConfigError(f"--bank-size must be at least 1 (got {self.bank_size})")
         return self
 
 
@@ -100,11 +109,9 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
     examples = corpus.examples
     n_parts = (len(examples) + cfg.part_size - 1) // cfg.part_size
     model_hash = getattr(model, "hash", "")
-    neighbours_run = cfg.neighbours_run
-    if neighbours_run == "auto":
-        neighbours_run = None if split == "train" else find_training_run(root, model_hash, run_id)
-    elif neighbours_run and not _complete_run(root, neighbours_run):  # refused before anything is written
-        raise WarehouseError(f"neighbours run {neighbours_run!r} is not a complete run of this warehouse")
+    # refused before anything is written
+    neighbours_run = resolve_training_run(root, run_id, model_hash, split, cfg.neighbours_run)
+    training = training_states(root, neighbours_run, cfg.bank_size) if neighbours_run else None
     options = {
         "batch_size": cfg.batch_size,
         "part_size": cfg.part_size,
@@ -113,8 +120,12 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
         "corpus_hash": _corpus_hash(corpus),
         "device": str(device),
         "taxonomy": dataclasses.asdict(cfg.taxonomy),
+        "agreement": cfg.agreement,
+        "bank_size": cfg.bank_size,
     }
     fingerprint_src = {k: v for k, v in options.items() if k not in ("device", "batch_size")}
+    if training is not None:  # what the neighbours were searched in (shown with them)
+        options["neighbours"] = training.describe()
     fingerprint = hashlib.sha256(
         json.dumps(
             [model_hash, cfg.corpus, split, dataclasses.asdict(dec), fingerprint_src, neighbours_run],
@@ -138,9 +149,6 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
     done = writer.begin(fingerprint, n_parts, row)
     if writer.is_complete():
         return TraceSummary(run_id, root, len(examples), writer.count_rows("skipped"), len(done), True)
-    training = load_training_states(root, neighbours_run) if neighbours_run else None
-    if neighbours_run and training is None:
-        raise WarehouseError(f"neighbours run {neighbours_run!r} has no stored states in this warehouse")
     todo = [p for p in range(n_parts) if p not in done]
     bar = tqdm(
         total=len(examples),
@@ -151,7 +159,9 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
     )
     for part in todo:
         chunk = examples[part * cfg.part_size : (part + 1) * cfg.part_size]
-        builder = PartBuilder(model, run_id, split, cfg.taxonomy, training, cfg.vectors)
+        builder = PartBuilder(
+            model, run_id, split, cfg.taxonomy, training, cfg.vectors, agreement=cfg.agreement
+        )
         trace_part(model, chunk, dec, builder, cfg.batch_size, bar)
         writer.write_part(
             part, builder.tables(), builder.vectors(), (chunk[0].sent_id, chunk[-1].sent_id + 1)
@@ -165,12 +175,6 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
         {**row, "n_skipped": n_skipped, **scores}, {"n_sentences": len(examples), "n_skipped": n_skipped}
     )
     return TraceSummary(run_id, root, len(examples), n_skipped, len(done), False)
-
-
-def _complete_run(root: Path, run_id: str) -> bool:
-    if not (root / MANIFEST).is_file():
-        return False
-    return read_manifest(root)["runs"].get(run_id, {}).get("status") == "complete"
 
 
 @torch.inference_mode()

@@ -65,6 +65,7 @@ def redecode(
     decoding: DecodeConfig,
     training: TrainingStates | None = None,
     taxonomy: Taxonomy | None = None,
+    agreement: str = "all",
 ) -> WhatIfResult:
     """Trace one sentence under ``intervention``; a ConfigError when the model can't take it."""
     if not intervention.source.strip():
@@ -83,7 +84,7 @@ def redecode(
         raise ConfigError("the attention scale factor must be a finite number >= 0")
     example = Example(0, intervention.source, intervention.reference, SPLIT, 1)
     edited = None if edit is None else edit.step
-    builder = PartBuilder(model, SPLIT, SPLIT, taxonomy, training, edited_step=edited)
+    builder = PartBuilder(model, SPLIT, SPLIT, taxonomy, training, edited_step=edited, agreement=agreement)
     trace_part(model, [example], decoding, builder, 1, prefix=intervention.prefix, edit=edit)
     tables = builder.tables()
     if tables["skipped"].num_rows:

@@ -93,6 +93,7 @@ class RunWriter:
                     "created_at": self.created_at.isoformat(),
                     "split": run_row["split"],
                     "model_hash": run_row["model_hash"],
+                    "vectors": json.loads(run_row["options"]).get("vectors", True),
                 }
                 manifest["runs"][self.run_id] = run
                 write_manifest(self.root, manifest)

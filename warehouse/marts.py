@@ -92,11 +92,7 @@ _LEN = _bucketing(
 # over the whole step tables.
 BUCKET_ACCURACY = """
 WITH training AS (
-    SELECT r.run_id, coalesce(r.neighbours_run, (
-        SELECT t.run_id FROM runs t
-        WHERE t.split = 'train' AND t.model_hash = r.model_hash AND t.run_id <> r.run_id
-        ORDER BY t.created_at DESC LIMIT 1)) AS train_run
-    FROM runs r WHERE {run}),
+    SELECT run_id, neighbours_run AS train_run FROM runs WHERE {run}),  -- the run's recorded training run
 buckets AS (
     SELECT tr.run_id, f.token,
            {freq_bucket} AS bucket, {freq_order} AS bucket_order

@@ -1,9 +1,9 @@
 """Hidden states (goal G2): a sentence's encoder and decoder states, their nearest training
-states from LanceDB, and 2-D projections of both (PCA).
+states (searched by the neighbour engine, ``pipeline.neighbours``), and 2-D projections (PCA).
 
-Neighbours come from the run's training run (``runs.neighbours_run``, else the newest complete
-train-split run of the same model): its last-layer encoder states, labelled by source token,
-and its reference-forced decoder states, labelled by the reference token that followed.
+Neighbours come from the run's training run, ``runs.neighbours_run`` (decided when the run was
+traced): its last-layer encoder states, labelled by source token, and its reference-forced
+decoder states, labelled by the reference token that followed.
 """
 
 from __future__ import annotations
@@ -15,15 +15,17 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.neighbours import Bank, open_bank
 from schemas import WarehouseError
 from schemas.layout import open_vectors, vector_table
 from warehouse.marts import STAGE_SQL
 from warehouse.store import Warehouse
-from warehouse.vectors import fetch, nearest
+from warehouse.vectors import fetch
 
 Kind = Literal["encoder", "decoder"]
 _TABLE = {"encoder": "encoder_states", "decoder": "decoder_states"}
 _POS = {"encoder": "src_pos", "decoder": "step"}
+REFINE = 4  # candidates per neighbour taken from the bank, then re-ranked by exact distance
 
 
 def training_run(wh: Warehouse, run: str) -> str | None:
@@ -32,14 +34,17 @@ def training_run(wh: Warehouse, run: str) -> str | None:
 
 
 def _training_run(wh: Warehouse, run: str) -> str | None:
-    found = wh.sql(
-        "SELECT coalesce(r.neighbours_run, (SELECT t.run_id FROM runs t WHERE t.split = 'train' "
-        "AND t.model_hash = r.model_hash AND t.run_id <> r.run_id ORDER BY t.created_at DESC LIMIT 1)) "
-        "FROM runs r WHERE r.run_id = ?",
-        [run],
-    )
+    found = wh.sql("SELECT neighbours_run FROM runs WHERE run_id = ?", [run])
     train = found.item() if found.height else None
     return train if train in wh.run_ids() else None
+
+
+def bank(wh: Warehouse, train: str, kind: Kind) -> Bank:
+    """The neighbour bank of training run ``train`` (kept open per complete run set)."""
+    found = wh.memo(("bank", train, kind), lambda: open_bank(wh.root, train, kind))
+    if found is None:
+        raise WarehouseError(f"training run {train!r} has no {kind} neighbour bank; run `beamscope index`")
+    return found
 
 
 def _vectors(table: pa.Table) -> np.ndarray:
@@ -93,14 +98,10 @@ def _nearest(
     if not positions:
         return pl.DataFrame(), np.zeros((0, vectors.shape[1]), dtype=np.float32)
     query = vectors[[all_pos.index(p) for p in positions]]
-    where = "decoding = 'ref'" if kind == "decoder" else f"layer = {_top_layer(wh, train, table)}"
-    columns = ["sent_id", pos_col, "token"] + (["next_token"] if kind == "decoder" else [])
-    found = nearest(table, query, k, where, [*columns, "vector"])
-    near = pl.from_arrow(found.drop_columns(["vector"])).with_row_index("row")
-    near = near.with_columns(
-        position=pl.Series([positions[i] for i in near["query_index"].to_list()], dtype=pl.Int64),
-        rank=pl.int_range(pl.len()).over("query_index") + 1,
-    ).rename({"sent_id": "train_sent_id", pos_col: "train_pos", "_distance": "distance"})
+    found, found_vectors = _neighbours(wh, train, kind, table, query, k)
+    near = found.with_columns(
+        position=pl.Series([positions[i] for i in found["query_index"].to_list()], dtype=pl.Int64),
+    ).rename({"sent_id": "train_sent_id", pos_col: "train_pos"})
     ids = sorted(set(near["train_sent_id"].to_list()))
     side = "source_tokens" if kind == "encoder" else "reference_steps"
     in_ids = ", ".join(str(int(i)) for i in ids)
@@ -111,8 +112,43 @@ def _nearest(
         f"WHERE sent_id IN ({in_ids}) GROUP BY sent_id) t USING (sent_id) WHERE s.sent_id IN ({in_ids})"
     )
     near = near.join(tokens, on="train_sent_id", how="left", maintain_order="left")
-    near = near.with_columns(train_run=pl.lit(train)).sort("position", "rank")
-    return near.drop("query_index", "row"), _vectors(found)[near["row"].to_numpy()]
+    near = near.with_row_index("row").with_columns(train_run=pl.lit(train)).sort("position", "rank")
+    return near.drop("query_index", "row"), found_vectors[near["row"].to_numpy()]
+
+
+def _neighbours(
+    wh: Warehouse, train: str, kind: Kind, table: Any, query: np.ndarray, k: int
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """The ``k`` nearest bank states of each query with their stored rows (``REFINE`` * k
+    candidates from the bank, re-ranked by exact cosine distance): query_index, sent_id,
+    position column, token(s), distance, rank; and the neighbours' vectors in that order."""
+    b = bank(wh, train, kind)
+    rows, _ = b.search(query, k * REFINE)
+    qi, at = np.nonzero(rows >= 0)
+    pos_col = _POS[kind]
+    keys = pl.DataFrame({"query_index": qi, "sent_id": b.sent_id[rows[qi, at]], pos_col: b.pos[rows[qi, at]]})
+    ids = ", ".join(str(int(i)) for i in sorted(set(keys["sent_id"].to_list())) or [-1])
+    layer = "decoding = 'ref'" if kind == "decoder" else f"layer = {_top_layer(wh, train, table)}"
+    columns = ["sent_id", pos_col, "token"] + (["next_token"] if kind == "decoder" else [])
+    stored = fetch(table, f"sent_id IN ({ids}) AND {layer}", [*columns, "vector"])
+    frame = pl.from_arrow(stored.drop_columns(["vector"])).with_row_index("vrow")
+    found = keys.join(frame, on=["sent_id", pos_col], how="inner", maintain_order="left")
+    vectors = _vectors(stored)[found["vrow"].to_numpy()].astype(np.float32)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    q = query / np.linalg.norm(query, axis=1, keepdims=True)
+    distance = 1 - (unit * q[found["query_index"].to_numpy()]).sum(1)
+    found = found.with_columns(distance=pl.Series(distance.astype(np.float32))).with_row_index("at")
+    found = found.sort("query_index", "distance").with_columns(
+        rank=pl.int_range(pl.len()).over("query_index") + 1
+    )
+    found = found.filter(pl.col("rank") <= k)
+    return found.drop("vrow", "at"), vectors[found["at"].to_numpy()]
+
+
+def bank_description(wh: Warehouse, run: str, kind: Kind) -> str:
+    """What ``run``'s neighbours of ``kind`` are searched in (shown beside them)."""
+    train = training_run(wh, run)
+    return "no training run" if train is None else bank(wh, train, kind).info.describe()
 
 
 def _top_layer(wh: Warehouse, run: str, table: Any) -> int:

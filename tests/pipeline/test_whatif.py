@@ -96,9 +96,9 @@ def test_redecoding_unchanged_reproduces_the_traced_sentence(tiny, train_warehou
     import json
 
     from pipeline.errors import Taxonomy
-    from pipeline.neighbours import load_training_states
+    from pipeline.neighbours import training_states
 
-    training = load_training_states(train_warehouse_dir, "train")
+    training = training_states(train_warehouse_dir, "train", build=False)
     with open_warehouse(train_warehouse_dir) as wh:
         run = wh.sql("SELECT * FROM runs WHERE run_id = 'test'").row(0, named=True)
         wrong = wh.sql(

@@ -1,0 +1,67 @@
+"""Neighbour agreement of a part's rows: the share of a state's k nearest training states (found by
+the neighbour engine, ``pipeline.neighbours``) that carry a given token.
+
+Rows queue their query states per bank while a part is built; ``AgreementQueue.columns`` then
+searches each bank once for the whole part (one batched faiss search per bank and part).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.neighbours import NO_LABEL, Kind, TrainingStates
+
+# the agreement columns of each table, and the bank its states are searched in
+AGREEMENT_COLUMNS: dict[str, tuple[Kind, tuple[str, ...]]] = {
+    "source_tokens": ("encoder", ("nn_agreement",)),
+    "target_steps": ("decoder", ("nn_agreement", "nn_ref_agreement")),
+    "reference_steps": ("decoder", ("nn_agreement",)),
+}
+# which states a trace asks about: every one ('all', the per-token columns) or only the ones
+# the blame rules read at a wrong sentence's first divergence step ('divergence')
+AGREEMENT_MODES = ("all", "divergence")
+
+
+class AgreementQueue:
+    """Query states per bank, and per table the rows that read them with the labels to compare."""
+
+    def __init__(self, training: TrainingStates | None, k: int) -> None:
+        self.training, self.k = training, k
+        self._queries: dict[Kind, list[np.ndarray]] = {"encoder": [], "decoder": []}
+        self._rows: dict[str, list[tuple[np.ndarray, np.ndarray, list[np.ndarray]]]] = {
+            t: [] for t in AGREEMENT_COLUMNS
+        }
+
+    def states(self, kind: Kind, states: np.ndarray) -> np.ndarray:
+        """Queue query ``states`` [n, d] of bank ``kind``; their query numbers."""
+        start = sum(len(q) for q in self._queries[kind])
+        self._queries[kind].append(states)
+        return start + np.arange(len(states))
+
+    def rows(self, table: str, rows: np.ndarray, queries: np.ndarray, labels: list[np.ndarray]) -> None:
+        """Rows ``rows`` of ``table`` (numbers within the part) read query states ``queries``;
+        ``labels``: per agreement column, each row's token (None: that row's value is null)."""
+        self._rows[table].append((rows, queries, labels))
+
+    def columns(self, n_rows: dict[str, int]) -> dict[str, dict[str, np.ndarray]]:
+        """Per table, each agreement column over its ``n_rows`` rows (NaN = null)."""
+        found: dict[Kind, np.ndarray] = {}  # per bank: [queries, k] the neighbours' label codes
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for table, (kind, names) in AGREEMENT_COLUMNS.items():
+            out[table] = {name: np.full(n_rows[table], np.nan, dtype=np.float32) for name in names}
+            pending = self._rows[table]
+            if not pending or self.training is None:
+                continue
+            bank = self.training.bank(kind)
+            if kind not in found:
+                found[kind] = bank.neighbour_labels(np.concatenate(self._queries[kind]), self.k)
+            rows = np.concatenate([r for r, _, _ in pending])
+            neighbours = found[kind][np.concatenate([q for _, q, _ in pending])]
+            for j, name in enumerate(names):
+                labels = np.concatenate([ls[j] for _, _, ls in pending])
+                known = labels != None  # noqa: E711 (object array)
+                codes = np.full(len(labels), NO_LABEL, dtype=np.int32)
+                codes[known] = bank.codes(labels[known])
+                share = (neighbours == codes[:, None]).mean(1).astype(np.float32)
+                out[table][name][rows] = np.where(known, share, np.nan)
+        return out
