@@ -291,11 +291,7 @@ def _index(a: argparse.Namespace) -> int:
         )
     min_rows = DEFAULT_MIN_ROWS if a.min_rows is None else a.min_rows
     for r in build_indexes(Path(a.warehouse), runs, min_rows):
-        what = (
-            f"{r.params['index_type']} built in {r.seconds:.1f}s"
-            if r.built
-            else "exact search, no index needed"
-        )
+        what = f"{r.params['scalar_indexes']} built in {r.seconds:.1f}s" if r.built else "no index needed"
         print(f"{r.table}: {r.rows} vectors, {what}")
     for run in (r for r in runs if r in train):
         for kind in KINDS:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pipeline.beam import DecodeConfig
 from pipeline.models import load_model, resolve_device
+from pipeline.neighbours import KINDS, bank_info
 from pipeline.trace import TraceConfig, trace
 from pipeline.train import TrainConfig, train
 from schemas import CheckpointError
@@ -59,10 +60,10 @@ def run_demo(cfg: DemoConfig) -> Path:
         runs.append(s.run_id)
         print(f"traced {s.run_id}: {s.n_sentences} sentences in {time.perf_counter() - start:.0f}s")
     for r in build_indexes(warehouse, runs):
-        print(
-            f"index {r.table}: {r.rows} vectors, "
-            + (f"{r.params['index_type']} in {r.seconds:.1f}s" if r.built else "exact search")
-        )
+        print(f"index {r.table}: {r.rows} vectors" + (f", {r.params['scalar_indexes']}" if r.built else ""))
+    for kind in KINDS:  # built by the test run's trace, which searched them
+        info = bank_info(warehouse, runs[0], kind)
+        print(f"neighbour bank: {info.describe()}, built in {info.build_seconds:.1f}s")
     write_duckdb_file(warehouse)
     with open_warehouse(warehouse) as wh:
         report = error_report(wh, runs[1], top=5)

@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas import BeamscopeError
 from warehouse import Warehouse
@@ -204,14 +206,37 @@ def sentence_view(wh: Warehouse, run: str, sent_id: int) -> SentenceView | None:
     return SentenceView(
         sentence.row(0, named=True),
         rows("source_tokens", "src_pos"),
-        rows("target_steps", "step"),
+        with_topk_tokens(rows("target_steps", "step"), target_tokens(wh, run)),
         rows("reference_steps", "step"),
         rows("attention", "decoding, layer, head, step, src_pos"),
         rows("beam_nodes", "node_id"),
     )
 
 
-def view_from_tables(tables: dict[str, pa.Table]) -> SentenceView:
+def target_tokens(wh: Warehouse, run: str) -> np.ndarray:
+    """The run's target tokens by id (its ``vocabulary``), kept per complete run set."""
+    return wh.memo(
+        ("target_tokens", run),
+        lambda: _tokens(
+            wh.sql(f"SELECT token_id, token FROM {wh.sentence_source('vocabulary', run)} WHERE side = 'tgt'")
+        ),
+    )
+
+
+def _tokens(vocab: pl.DataFrame | pa.Table) -> np.ndarray:
+    frame = vocab if isinstance(vocab, pl.DataFrame) else pl.from_arrow(vocab)
+    out = np.full(int(frame["token_id"].max() or 0) + 1, None, dtype=object)
+    out[frame["token_id"].to_numpy()] = frame["token"].to_numpy()
+    return out
+
+
+def with_topk_tokens(steps: pl.DataFrame, tokens: np.ndarray) -> pl.DataFrame:
+    """``steps`` with ``topk_tokens``: the tokens of ``topk_token_ids``."""
+    ids = steps["topk_token_ids"].to_list()
+    return steps.with_columns(topk_tokens=pl.Series([list(tokens[i]) for i in ids], dtype=pl.List(pl.String)))
+
+
+def view_from_tables(tables: dict[str, pa.Table], vocabulary: pa.Table) -> SentenceView:
     """The five-stage view of a one-sentence trace held in memory (a what-if)."""
 
     def frame(name: str, *order: str) -> pl.DataFrame:
@@ -223,7 +248,9 @@ def view_from_tables(tables: dict[str, pa.Table]) -> SentenceView:
     return SentenceView(
         s,
         frame("source_tokens", "src_pos"),
-        frame("target_steps", "step"),
+        with_topk_tokens(
+            frame("target_steps", "step"), _tokens(vocabulary.filter(pc.equal(vocabulary["side"], "tgt")))
+        ),
         frame("reference_steps", "step"),
         frame("attention", "decoding", "layer", "head", "step", "src_pos"),
         frame("beam_nodes", "node_id"),

@@ -162,7 +162,7 @@ def _whatif(key: dict, intervention: Intervention) -> tuple[queries.SentenceView
     decoding = DecodeConfig(**json.loads(run["decoding"]))
     agreement = options.get("agreement", "all")
     result = redecode(model, intervention, decoding, training, taxonomy, agreement)
-    return queries.view_from_tables(result.tables), result, run
+    return queries.view_from_tables(result.tables, result.vocabulary), result, run
 
 
 def _stages(view: queries.SentenceView, title: str, score_note: str = "") -> html.Div:

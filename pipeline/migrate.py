@@ -1,13 +1,13 @@
 """``beamscope migrate``: upgrade a warehouse written by an older schema version, in place.
 
-Only versions listed in ``schemas.tables.ADDED_COLUMNS`` migrate; each of them only added
-nullable columns, so every Parquet part of an affected table is rewritten (temporary file +
-rename, as the writer does) with the new columns as NULL, in the current column order. The
-manifest's ``schema_version`` is bumped last, under the writer lock, so readers refuse the
-warehouse until every part is done. Resumable and idempotent: a part that already has the
-current columns is left alone, and a killed migration is finished by running it again.
-LanceDB vector tables and the ``runs`` rows (whose ``schema_version`` says what wrote each run)
-are not changed.
+Only versions listed in ``schemas.tables.MIGRATIONS`` migrate. New run tables are derived first
+(``vocabulary``: every (id, token) pair the run's rows show), then every Parquet part of an
+affected table is rewritten (temporary file + rename, as the writer does) with the current
+columns: added ones NULL, recast ones narrowed, dropped ones gone. The manifest's
+``schema_version`` is bumped last, under the writer lock, so readers refuse the warehouse until
+every part is done. Resumable and idempotent: a part that already has the current schema is left
+alone, and a killed migration is finished by running it again. LanceDB vector tables and the
+``runs`` rows (whose ``schema_version`` says what wrote each run) are not changed.
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from schemas.layout import (
     crash_point,
     locked,
     migratable,
+    part_path,
     read_manifest,
     remove_orphan_temps,
     write_manifest,
 )
-from schemas.tables import ADDED_COLUMNS, columns_at
+from schemas.tables import changes_since
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,11 @@ def migrate(cfg: MigrateConfig) -> MigrationReport:
                 "re-trace the runs into a new warehouse",
                 path=str(root / "manifest.json"),
             )
-        tables = sorted({t for v in range(version + 1, SCHEMA_VERSION + 1) for t in ADDED_COLUMNS[v]})
+        changes = changes_since(version)
+        for table in changes.run_tables:
+            for run in manifest["runs"]:
+                _derive_run_table(root, table, run)
+        tables = sorted({*changes.added, *changes.dropped, *changes.recast})
         checked = rewritten = 0
         for table in tables:
             table_dir = root / "tables" / table
@@ -90,16 +95,17 @@ def migrate(cfg: MigrateConfig) -> MigrationReport:
 
 
 def _upgrade_part(path: Path, table: str, version: int) -> bool:
-    """Rewrite one part with the current columns (new ones NULL); False if it has them already."""
-    schema = TABLES[table]
+    """Rewrite one part with the current schema; False if it has it already."""
+    schema, changes = TABLES[table], changes_since(version)
     try:
-        names = pq.read_schema(path).names
+        old_schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as e:
         raise WarehouseError(f"damaged Parquet part ({e})", path=str(path)) from None
-    if names == schema.names:
+    names = old_schema.names
+    if old_schema.remove_metadata().equals(schema):
         return False
-    added = set(schema.names) - set(columns_at(table, version))
-    if not set(names) <= set(schema.names) or not set(schema.names) - set(names) <= added:
+    added, dropped = set(changes.added.get(table, ())), set(changes.dropped.get(table, ()))
+    if not set(names) <= set(schema.names) | dropped or not set(schema.names) - set(names) <= added:
         raise WarehouseError(
             f"unexpected columns for schema version {version} of table {table}: {', '.join(names)}",
             path=str(path),
@@ -111,3 +117,38 @@ def _upgrade_part(path: Path, table: str, version: int) -> bool:
     write_parquet(pa.Table.from_arrays(columns, schema=schema), path)
     crash_point("migrate")
     return True
+
+
+# where each side's (id, token) pairs show in the tables of an older run
+_PAIRS = {
+    "src": [("source_tokens", "token_id", "token")],
+    "tgt": [
+        ("target_steps", "token_id", "token"),
+        ("target_steps", "topk_token_ids", "topk_tokens"),
+        ("reference_steps", "token_id", "token"),
+        ("reference_steps", "top1_token_id", "top1_token"),
+        ("beam_nodes", "token_id", "token"),
+    ],
+}
+
+
+def _derive_run_table(root: Path, table: str, run: str) -> None:
+    """Write ``table`` (only ``vocabulary`` so far) of an older ``run``, unless it is there."""
+    path = part_path(root, table, run, 0)
+    if table != "vocabulary" or path.exists():
+        return
+    rows = []
+    for side, sources in _PAIRS.items():
+        tokens: dict[int, str] = {}
+        for source, id_col, token_col in sources:
+            for part in sorted((root / "tables" / source / f"run={run}").glob("*.parquet")):
+                if token_col not in pq.read_schema(part).names:
+                    continue
+                t = pq.read_table(part, columns=[id_col, token_col])
+                ids, toks = t[id_col].combine_chunks(), t[token_col].combine_chunks()
+                if pa.types.is_list(ids.type):
+                    ids, toks = ids.flatten(), toks.flatten()
+                tokens.update(zip(ids.to_pylist(), toks.to_pylist(), strict=True))
+        size = max(tokens, default=-1) + 1  # ids never shown stay null
+        rows += [{"run_id": run, "side": side, "token_id": i, "token": tokens.get(i)} for i in range(size)]
+    write_parquet(pa.Table.from_pylist(rows, schema=TABLES["vocabulary"]), path)

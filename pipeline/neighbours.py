@@ -9,8 +9,10 @@ kept beside the vectors, so no query path loads a training run's float32 states:
 - ``decoder``: the reference-forced decoder states, labelled by the reference token that followed.
 
 Banks of at most ``EXACT_MAX`` states are exact (inner product of unit vectors = cosine); larger
-ones are an IVF index over 8-bit scalar-quantised vectors searched with ``nprobe`` lists (chosen
-with ``python -m bench.bank``: see the README's "Neighbours at scale"). A bank may keep a seeded
+ones are an IVF index (4 * sqrt(states) lists, ``NPROBE`` searched) over float16 vectors. 8-bit
+scalar quantisation (half the memory) kept agreement within 0.1 but changed the blamed stage of
+2 of 48 wrong fixture sentences (agreement near the 0.5 threshold); float16 changed none
+(tests/pipeline/test_neighbours.py; figures in the README's "Neighbours at scale"). A bank may keep a seeded
 uniform sample of at most ``max_states`` states (Seq2Seq-Vis kept ~2.5 M per type for WMT).
 
 Which training run serves a run is decided once, by ``resolve_training_run`` when the run is
@@ -158,7 +160,7 @@ def _sample_mask(total: int, keep: int, seed: int) -> np.ndarray:
 
 def factory_string(states: int) -> str:
     """The faiss index of a bank of ``states`` states (see the module doc)."""
-    return "Flat" if states <= EXACT_MAX else f"IVF{max(64, 4 * int(math.sqrt(states)))},SQ8"
+    return "Flat" if states <= EXACT_MAX else f"IVF{max(64, 4 * int(math.sqrt(states)))},SQfp16"
 
 
 def build_bank(

@@ -22,7 +22,7 @@ from pipeline.forced import ForcedTrace
 from pipeline.metrics import SentenceScores, first_divergence, is_search_error
 from pipeline.models.protocol import Seq2SeqAdapter
 from pipeline.neighbours import TrainingStates
-from schemas import TABLES, decoder_states_schema, encoder_states_schema
+from schemas import PART_TABLES, TABLES, decoder_states_schema, encoder_states_schema
 
 _STATUS = np.array(STATUS_NAMES, dtype=object)
 
@@ -59,6 +59,20 @@ def _value(column: np.ndarray, row: int) -> float | None:
     return None if np.isnan(v) else v
 
 
+def vocabulary(model: Seq2SeqAdapter, run_id: str) -> pa.Table:
+    """The model's tokens by id on both sides: the run's ``vocabulary`` table."""
+    sizes = {"src": (model.src_vocab_size, model.src_pieces), "tgt": (model.vocab_size, model.tgt_pieces)}
+    sides, ids, tokens = [], [], []
+    for side, (size, pieces) in sizes.items():
+        sides += [side] * size
+        ids += range(size)
+        tokens += pieces(list(range(size)))
+    return pa.table(
+        {"run_id": [run_id] * len(ids), "side": sides, "token_id": ids, "token": tokens},
+        schema=TABLES["vocabulary"],
+    )
+
+
 def _entropy(w: np.ndarray) -> np.ndarray:
     """Entropy over the last axis of attention rows."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -86,12 +100,13 @@ class PartBuilder:
         keep_vectors: bool = True,
         edited_step: int | None = None,
         agreement: str = "all",
+        vector_dtype: str = "float16",
     ) -> None:
         """``edited_step``: a what-if edited the attention from that step on, so the hypothesis'
         decoder states there are its own even where its prefix is the reference's.
         ``agreement``: which states get neighbour agreement (``pipeline.agreement.AGREEMENT_MODES``)."""
         self.model, self.run_id, self.split = model, run_id, split
-        self.edited_step, self.agreement = edited_step, agreement
+        self.edited_step, self.agreement, self.vector_dtype = edited_step, agreement, vector_dtype
         self.taxonomy, self.training, self.keep_vectors = taxonomy or Taxonomy(), training, keep_vectors
         self.tgt_tokens = np.array(model.tgt_pieces(list(range(model.vocab_size))), dtype=object)
         self.cols: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
@@ -195,7 +210,7 @@ class PartBuilder:
             on_best_path=tree.on_best_path,
         )
         self._vectors_enc(sid, src_tokens, tr)
-        self._vectors_dec(sid, "hyp", steps.token_ids, steps.states)
+        self._vectors_dec(sid, "hyp", steps.token_ids, steps.states, self._shared_steps(tr, diverge))
         if ref is not None:
             self._steps(
                 "reference_steps",
@@ -209,7 +224,7 @@ class PartBuilder:
                 top1_prob=np.exp(ref.top1_logprobs),
             )
             self._attention(sid, "ref", ref.attention, ref.mean_attention, n_src)
-            self._vectors_dec(sid, "ref", ref.token_ids, ref.states)
+            self._vectors_dec(sid, "ref", ref.token_ids, ref.states, 0)
         if self.training is not None and self.agreement == "all":
             self._queue_neighbours(tr, src_tokens, diverge, base, None)
         elif self.training is not None and evidence is not None and evidence.diverge < len(evidence.ref_ids):
@@ -235,7 +250,7 @@ class PartBuilder:
         enc_q = q.states("encoder", tr.enc_states[src_sel])
         tokens = np.array(src_tokens, dtype=object)[src_sel]
         q.rows("source_tokens", base["source_tokens"] + src_sel, enc_q, [tokens])
-        first_own, n_ref, ref_q = 0, 0, np.zeros(0, dtype=np.int64)
+        first_own, n_ref, ref_q = self._shared_steps(tr, diverge), 0, np.zeros(0, dtype=np.int64)
         if ref is not None:
             n_ref = len(ref.token_ids)
             ref_sel = np.arange(n_ref) if focus is None else np.array([focus[1]])
@@ -243,9 +258,6 @@ class PartBuilder:
             ref_tokens = self.tgt_tokens[ref.token_ids[ref_sel]]
             q.rows("reference_steps", base["reference_steps"] + ref_sel, ref_q, [ref_tokens])
             ref_q = dict(zip(ref_sel.tolist(), ref_q.tolist(), strict=True))
-            first_own = min(n_hyp, n_ref, n_hyp if diverge is None else diverge + 1)
-            if self.edited_step is not None:
-                first_own = min(first_own, self.edited_step)
         hyp_sel = (
             np.arange(n_hyp) if focus is None else np.array([t for t in focus[1:] if t < n_hyp], dtype=int)
         )
@@ -258,6 +270,16 @@ class PartBuilder:
         )
         labels = [self.tgt_tokens[steps.token_ids[hyp_sel]], ref_at]
         q.rows("target_steps", base["target_steps"] + hyp_sel, rows, labels)
+
+    def _shared_steps(self, tr: Traced, diverge: int | None) -> int:
+        """Hypothesis steps whose decoder state is the reference-forced one: up to the first
+        divergence the hypothesis has read the reference's prefix (unless a what-if edited the
+        attention from an earlier step on)."""
+        if tr.forced is None:
+            return 0
+        n_hyp, n_ref = len(tr.decoded.steps.token_ids), len(tr.forced.token_ids)
+        shared = min(n_hyp, n_ref, n_hyp if diverge is None else diverge + 1)
+        return shared if self.edited_step is None else min(shared, self.edited_step)
 
     def _evidence(self, tr: Traced, hyp_seq: list[int], t: int, search: bool, has_unknown: bool) -> Evidence:
         """What the taxonomy (pipeline/errors.py) looks at for a wrong sentence, agreement aside."""
@@ -325,8 +347,6 @@ class PartBuilder:
         )
         if "top1_token_id" in extra:
             cols["top1_token"] = self.tgt_tokens[extra["top1_token_id"]]
-        if "topk_token_ids" in extra:
-            self.cols[table]["topk_tokens"].append(list(self.tgt_tokens[extra["topk_token_ids"]]))
         self._extend(table, **cols, **extra)
 
     def _attention(self, sid: int, decoding: str, full: np.ndarray, mean: np.ndarray, n_src: int) -> None:
@@ -362,7 +382,8 @@ class PartBuilder:
             vector=layers.reshape(-1, layers.shape[-1]),
         )
 
-    def _vectors_dec(self, sid: int, decoding: str, ids: np.ndarray, states: np.ndarray) -> None:
+    def _vectors_dec(self, sid: int, decoding: str, ids: np.ndarray, states: np.ndarray, shared: int) -> None:
+        """Decoder states of one decoding; the first ``shared`` ones are the 'ref' rows' (null here)."""
         n = len(ids)
         inputs = np.concatenate([[self.model.bos_id], ids[:-1]]).astype(np.int64)
         self._extend(
@@ -374,6 +395,7 @@ class PartBuilder:
             next_token=self.tgt_tokens[ids],
             split=np.full(n, self.split, dtype=object),
             vector=states,
+            vector_null=np.arange(n) < shared,
         )
 
     def tables(self) -> dict[str, pa.Table]:
@@ -383,7 +405,7 @@ class PartBuilder:
             for name, values in columns.items():
                 self.cols[table][name] = [values]
         self._blame_pending(agreement)
-        return {name: self._table(name, schema) for name, schema in TABLES.items() if name != "runs"}
+        return {name: self._table(name, TABLES[name]) for name in PART_TABLES}
 
     def vectors(self) -> dict[str, pa.Table]:
         """The LanceDB tables of the part (none when vectors are not kept)."""
@@ -394,8 +416,8 @@ class PartBuilder:
         )
         dim = int(found[0].shape[-1]) if found else 1
         return {
-            "encoder_states": self._table("encoder_states", encoder_states_schema(dim)),
-            "decoder_states": self._table("decoder_states", decoder_states_schema(dim)),
+            "encoder_states": self._table("encoder_states", encoder_states_schema(dim, self.vector_dtype)),
+            "decoder_states": self._table("decoder_states", decoder_states_schema(dim, self.vector_dtype)),
         }
 
     def _table(self, name: str, schema: pa.Schema) -> pa.Table:
@@ -409,18 +431,18 @@ class PartBuilder:
             elif field.name == "run_id":
                 arrays.append(pa.array(np.full(n_rows, self.run_id, dtype=object), type=field.type))
             elif pa.types.is_fixed_size_list(field.type):
-                flat = np.concatenate(cols[field.name]).astype(np.float32) if n_rows else np.zeros((0, 1))
-                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), field.type.list_size))
+                dtype = field.type.value_type.to_pandas_dtype()
+                flat = np.concatenate(cols[field.name]).astype(dtype) if n_rows else np.zeros((0, 1), dtype)
+                null = (
+                    pa.array(np.concatenate(cols["vector_null"]))
+                    if "vector_null" in cols and n_rows
+                    else None
+                )
+                values = pa.array(flat.ravel(), type=field.type.value_type)
+                arrays.append(pa.FixedSizeListArray.from_arrays(values, field.type.list_size, mask=null))
             elif field.name == "error_tags":
                 rows = [r for block in cols[field.name] for r in block]
                 arrays.append(pa.array(rows, type=field.type))
-            elif field.name == "topk_tokens":
-                arrays.append(
-                    _lists(
-                        [np.asarray(v, dtype=object) for batch in cols[field.name] for v in batch],
-                        field.type.value_type,
-                    )
-                )
             elif pa.types.is_list(field.type):
                 rows = [r for block in cols[field.name] for r in block]
                 arrays.append(_lists(rows, field.type.value_type))

@@ -30,10 +30,11 @@ from pipeline.metrics import corpus_scores, sentence_scores
 from pipeline.models import load_model, resolve_device
 from pipeline.models.protocol import AttentionEdit, Encoded, Seq2SeqAdapter
 from pipeline.neighbours import resolve_training_run, training_states
-from pipeline.records import PartBuilder, Traced
+from pipeline.records import PartBuilder, Traced, vocabulary
 from pipeline.writer import RunWriter, run_row
 from schemas import ConfigError
 from schemas.layout import crash_point
+from schemas.tables import VECTOR_DTYPES
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class TraceConfig:
     neighbours_run: str | None = "auto"  # training run for neighbour blame; auto = same model's
     agreement: str = "all"  # neighbour agreement of every state, or only at the divergence step
     bank_size: int | None = None  # most training states per kind in the neighbour bank
+    vector_dtype: str = "float16"  # of the stored encoder/decoder states
 
     def check(self) -> TraceConfig:
         if self.batch_size < 1:
@@ -66,6 +68,10 @@ class TraceConfig:
         if self.agreement not in AGREEMENT_MODES:
             raise ConfigError(
                 f"--agreement must be one of {', '.join(AGREEMENT_MODES)} (got {self.agreement!r})"
+            )
+        if self.vector_dtype not in VECTOR_DTYPES:
+            raise ConfigError(
+                f"--vector-dtype must be one of {', '.join(VECTOR_DTYPES)} (got {self.vector_dtype!r})"
             )
         if self.bank_size is not None and self.bank_size < 1:
             raise ConfigError(f"--bank-size must be at least 1 (got {self.bank_size})")
@@ -116,6 +122,7 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
         "batch_size": cfg.batch_size,
         "part_size": cfg.part_size,
         "vectors": cfg.vectors,
+        "vector_dtype": cfg.vector_dtype,
         "refs": cfg.refs,
         "corpus_hash": _corpus_hash(corpus),
         "device": str(device),
@@ -146,7 +153,7 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
         neighbours_run=neighbours_run,
     )
     writer = RunWriter(root, run_id)
-    done = writer.begin(fingerprint, n_parts, row)
+    done = writer.begin(fingerprint, n_parts, row, vocabulary(model, run_id))
     if writer.is_complete():
         return TraceSummary(run_id, root, len(examples), writer.count_rows("skipped"), len(done), True)
     todo = [p for p in range(n_parts) if p not in done]
@@ -160,7 +167,14 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
     for part in todo:
         chunk = examples[part * cfg.part_size : (part + 1) * cfg.part_size]
         builder = PartBuilder(
-            model, run_id, split, cfg.taxonomy, training, cfg.vectors, agreement=cfg.agreement
+            model,
+            run_id,
+            split,
+            cfg.taxonomy,
+            training,
+            cfg.vectors,
+            agreement=cfg.agreement,
+            vector_dtype=cfg.vector_dtype,
         )
         trace_part(model, chunk, dec, builder, cfg.batch_size, bar)
         writer.write_part(

@@ -26,7 +26,7 @@ from pipeline.errors import Taxonomy
 from pipeline.metrics import corpus_scores
 from pipeline.models.protocol import AttentionEdit, Seq2SeqAdapter
 from pipeline.neighbours import TrainingStates
-from pipeline.records import PartBuilder
+from pipeline.records import PartBuilder, vocabulary
 from pipeline.trace import trace_part
 from pipeline.writer import RunWriter, run_row
 from schemas import ConfigError
@@ -57,6 +57,7 @@ class WhatIfResult:
     intervention: Intervention
     tables: dict[str, pa.Table]  # every per-sentence table, as a trace writes them
     vectors: dict[str, pa.Table]  # encoder_states / decoder_states
+    vocabulary: pa.Table  # the model's tokens by id (what the tables' ids stand for)
 
 
 def redecode(
@@ -89,7 +90,7 @@ def redecode(
     tables = builder.tables()
     if tables["skipped"].num_rows:
         raise ConfigError(tables["skipped"]["reason"][0].as_py())
-    return WhatIfResult(intervention, tables, builder.vectors())
+    return WhatIfResult(intervention, tables, builder.vectors(), vocabulary(model, SPLIT))
 
 
 def save_run(
@@ -117,7 +118,7 @@ def save_run(
     )
     fingerprint = hashlib.sha256(json.dumps([run_id, options], sort_keys=True).encode()).hexdigest()[:16]
     writer = RunWriter(root, run_id)
-    writer.begin(fingerprint, 1, row)
+    writer.begin(fingerprint, 1, row, _with_run(result.vocabulary, run_id))
     writer.write_part(0, tables, vectors, (0, 1))
     sent = tables["sentences"]
     reference = sent["reference"][0].as_py()

@@ -42,7 +42,8 @@ def write_parquet(table: pa.Table, path: Path) -> None:
 
     Float columns use the byte-stream-split encoding (about 30 % smaller with zstd than plain).
     """
-    floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
+    # float16 (Parquet FLOAT16) is left out: DuckDB reads byte-stream-split only for 32/64-bit types
+    floats = [f.name for f in table.schema if pa.types.is_floating(f.type) and f.type != pa.float16()]
     with atomic_path(path) as tmp:
         pq.write_table(
             table,
@@ -50,8 +51,12 @@ def write_parquet(table: pa.Table, path: Path) -> None:
             compression="zstd",
             row_group_size=256 * 1024,
             use_byte_stream_split=floats or False,
-            use_dictionary=[c for c in table.column_names if c not in floats],
+            use_dictionary=[f.name for f in table.schema if f.name not in floats and not _is_f16(f.type)],
         )
+
+
+def _is_f16(t: pa.DataType) -> bool:
+    return t == pa.float16() or (pa.types.is_list(t) and t.value_type == pa.float16())
 
 
 class RunWriter:
@@ -62,8 +67,11 @@ class RunWriter:
         self._db: Any = None
         self.created_at = dt.datetime.now(dt.timezone.utc)
 
-    def begin(self, fingerprint: str, n_parts: int, run_row: dict[str, Any]) -> set[int]:
-        """Register the run and return the parts already done (empty for a new run)."""
+    def begin(
+        self, fingerprint: str, n_parts: int, run_row: dict[str, Any], vocabulary: pa.Table
+    ) -> set[int]:
+        """Register the run (its ``runs`` row and ``vocabulary``) and return the parts already
+        done (empty for a new run)."""
         with locked(self.root):
             if (self.root / "manifest.json").exists():
                 manifest = read_manifest(self.root)
@@ -103,6 +111,8 @@ class RunWriter:
                     remove_orphan_temps(d)
             if not part_path(self.root, "runs", self.run_id, 0).exists():
                 self._write_run_row({**run_row, "status": "running"})
+            if not part_path(self.root, "vocabulary", self.run_id, 0).exists():
+                write_parquet(vocabulary, part_path(self.root, "vocabulary", self.run_id, 0))
             return set(run["parts_done"])
 
     def _write_run_row(self, row: dict[str, Any]) -> None:
@@ -128,10 +138,13 @@ class RunWriter:
                     tbl.delete(f"sent_id >= {lo} AND sent_id < {hi}")
                     crash_point("lance_delete")
                     if table.num_rows:
-                        tbl.add(table)
+                        tbl.add(table, on_bad_vectors="null")  # shared 'hyp' states are null
                 elif table.num_rows:
                     self._vectors().create_table(
-                        vector_table(kind, self.run_id), data=table, schema=table.schema
+                        vector_table(kind, self.run_id),
+                        data=table,
+                        schema=table.schema,
+                        on_bad_vectors="null",
                     )
                 crash_point("lance_add")
         with locked(self.root):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import SchemaVersionError, WarehouseError
-from schemas.tables import ADDED_COLUMNS, SCHEMA_VERSION, TABLES
+from schemas.tables import MIGRATIONS, RUN_TABLES, SCHEMA_VERSION, TABLES
 
 FORMAT = "beamscope-warehouse"
 MANIFEST = "manifest.json"
@@ -190,7 +190,7 @@ def read_manifest(root: Path, any_version: bool = False) -> dict[str, Any]:
 def migratable(version: int) -> bool:
     """Whether a warehouse of schema ``version`` can be migrated in place (``beamscope migrate``)."""
     later = range(version + 1, SCHEMA_VERSION + 1)
-    return 1 <= version <= SCHEMA_VERSION and all(v in ADDED_COLUMNS for v in later)
+    return 1 <= version <= SCHEMA_VERSION and all(v in MIGRATIONS for v in later)
 
 
 def check_parts(root: Path, manifest: dict[str, Any]) -> None:
@@ -200,7 +200,7 @@ def check_parts(root: Path, manifest: dict[str, Any]) -> None:
             continue
         for table in TABLES:
             d = run_dir(root, table, run_id)
-            want = 1 if table == "runs" else int(run.get("n_parts", 0))
+            want = 1 if table in RUN_TABLES else int(run.get("n_parts", 0))
             have = len(list(d.glob("part-*.parquet"))) if d.is_dir() else 0
             if have < want:
                 raise WarehouseError(

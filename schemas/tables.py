@@ -5,9 +5,11 @@ Keys: every table has ``run_id``; the per-table keys are listed in ``KEYS``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _RUN = pa.field("run_id", pa.string(), nullable=False)
 _SENT = pa.field("sent_id", pa.int64(), nullable=False)
@@ -86,10 +88,9 @@ SOURCE_TOKENS = pa.schema(
     ]
 )
 
-_TOPK = [
+_TOPK = [  # their tokens: the ``topk`` view (through ``vocabulary``)
     pa.field("topk_token_ids", pa.list_(pa.int32()), nullable=False),
-    pa.field("topk_tokens", pa.list_(pa.string()), nullable=False),
-    pa.field("topk_probs", pa.list_(pa.float32()), nullable=False),
+    pa.field("topk_probs", pa.list_(pa.float16()), nullable=False),
 ]
 _ATTN_SUMMARY = [
     pa.field("attn_argmax_src_pos", pa.int32(), nullable=False),
@@ -145,7 +146,7 @@ ATTENTION = pa.schema(
         pa.field("src_pos", pa.int32(), nullable=False),
         pa.field("layer", pa.int16(), nullable=False),  # -1 = mean over layers
         pa.field("head", pa.int16(), nullable=False),  # -1 = mean over heads
-        pa.field("weight", pa.float32(), nullable=False),
+        pa.field("weight", pa.float16(), nullable=False),  # rows sum to 1 within 1e-3
     ]
 )
 
@@ -176,8 +177,19 @@ SKIPPED = pa.schema(
     ]
 )
 
+# The model's tokens by id, once per run: what ids in the other tables stand for.
+VOCABULARY = pa.schema(
+    [
+        _RUN,
+        pa.field("side", pa.string(), nullable=False),  # 'src' | 'tgt'
+        pa.field("token_id", pa.int32(), nullable=False),
+        pa.field("token", pa.string()),  # null: an id no row of a migrated run showed
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "runs": RUNS,
+    "vocabulary": VOCABULARY,
     "sentences": SENTENCES,
     "source_tokens": SOURCE_TOKENS,
     "target_steps": TARGET_STEPS,
@@ -189,6 +201,7 @@ TABLES: dict[str, pa.Schema] = {
 
 KEYS: dict[str, tuple[str, ...]] = {
     "runs": ("run_id",),
+    "vocabulary": ("run_id", "side", "token_id"),
     "sentences": ("run_id", "sent_id"),
     "source_tokens": ("run_id", "sent_id", "src_pos"),
     "target_steps": ("run_id", "sent_id", "step"),
@@ -198,11 +211,13 @@ KEYS: dict[str, tuple[str, ...]] = {
     "skipped": ("run_id", "sent_id"),
 }
 
-# The per-sentence tables a trace writes one part of per chunk of the corpus.
-PART_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t != "runs")
+# The tables written once per run (one part); the others get one part per chunk of the corpus.
+RUN_TABLES: tuple[str, ...] = ("runs", "vocabulary")
+PART_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t not in RUN_TABLES)
+VECTOR_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 
 
-def encoder_states_schema(dim: int) -> pa.Schema:
+def encoder_states_schema(dim: int, dtype: str = "float16") -> pa.Schema:
     """LanceDB table of encoder states: one vector per source token (and layer)."""
     return pa.schema(
         [
@@ -212,16 +227,18 @@ def encoder_states_schema(dim: int) -> pa.Schema:
             pa.field("layer", pa.int16(), nullable=False),
             pa.field("token", pa.string(), nullable=False),
             pa.field("split", pa.string(), nullable=False),
-            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+            pa.field("vector", pa.list_(VECTOR_DTYPES[dtype], dim), nullable=False),
         ]
     )
 
 
-def decoder_states_schema(dim: int) -> pa.Schema:
+def decoder_states_schema(dim: int, dtype: str = "float16") -> pa.Schema:
     """LanceDB table of decoder states: one vector per target step of 'hyp' and 'ref' decoding.
 
     At ``step`` the decoder has read ``token`` (the start token at step 0) and predicts
-    ``next_token`` (the hypothesis' token for 'hyp', the reference's for 'ref').
+    ``next_token`` (the hypothesis' token for 'hyp', the reference's for 'ref'). A 'hyp' row's
+    vector is null where it is the 'ref' row's (steps up to the first divergence, where the
+    hypothesis has read the reference's prefix): stored once, read back as both.
     """
     return pa.schema(
         [
@@ -232,27 +249,53 @@ def decoder_states_schema(dim: int) -> pa.Schema:
             pa.field("token", pa.string(), nullable=False),
             pa.field("next_token", pa.string(), nullable=False),
             pa.field("split", pa.string(), nullable=False),
-            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+            pa.field("vector", pa.list_(VECTOR_DTYPES[dtype], dim)),
         ]
     )
 
 
 VECTOR_TABLES = ("encoder_states", "decoder_states")
 
-# Migrations (``beamscope migrate``). A schema version listed here only added nullable columns to
-# Parquet tables: a warehouse of the version before it is upgraded in place by rewriting the
-# affected parts with those columns as NULL. A version that changes anything else (types, keys,
-# meanings, vectors) must not be listed: warehouses older than it are refused (re-trace).
-ADDED_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {
-    2: {
-        "source_tokens": ("nn_agreement",),
-        "target_steps": ("nn_agreement", "nn_ref_agreement"),
-        "reference_steps": ("nn_agreement",),
-    },
+
+# Migrations (``beamscope migrate``): what each schema version changed in the Parquet tables, so
+# that a warehouse of the version before it is upgraded in place. A version that changes anything
+# else (keys, meanings) must not be listed: warehouses older than it are refused (re-trace).
+# Vector tables are never rewritten: readers take float32 or float16 vectors, null or not.
+@dataclass(frozen=True)
+class Migration:
+    added: dict[str, tuple[str, ...]] = field(default_factory=dict)  # nullable columns (NULL in old rows)
+    dropped: dict[str, tuple[str, ...]] = field(default_factory=dict)  # columns now held elsewhere
+    recast: dict[str, tuple[str, ...]] = field(default_factory=dict)  # columns stored narrower
+    run_tables: tuple[str, ...] = ()  # run tables new in this version, derived from the old parts
+
+
+MIGRATIONS: dict[int, Migration] = {
+    2: Migration(
+        added={
+            "source_tokens": ("nn_agreement",),
+            "target_steps": ("nn_agreement", "nn_ref_agreement"),
+            "reference_steps": ("nn_agreement",),
+        }
+    ),
+    3: Migration(
+        dropped={"target_steps": ("topk_tokens",)},
+        recast={"attention": ("weight",), "target_steps": ("topk_probs",)},
+        run_tables=("vocabulary",),
+    ),
 }
 
 
-def columns_at(table: str, version: int) -> list[str]:
-    """The column names of ``table`` as schema ``version`` wrote them (for migratable versions)."""
-    added = {c for v, tables in ADDED_COLUMNS.items() if v > version for c in tables.get(table, ())}
-    return [f.name for f in TABLES[table] if f.name not in added]
+def changes_since(version: int) -> Migration:
+    """Every change of the versions after ``version``, merged."""
+    later = [m for v, m in sorted(MIGRATIONS.items()) if v > version]
+
+    def merged(attr: str) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        for m in later:
+            for table, cols in getattr(m, attr).items():
+                out[table] = (*out.get(table, ()), *cols)
+        return out
+
+    return Migration(
+        merged("added"), merged("dropped"), merged("recast"), tuple(t for m in later for t in m.run_tables)
+    )

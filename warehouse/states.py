@@ -48,8 +48,29 @@ def bank(wh: Warehouse, train: str, kind: Kind) -> Bank:
 
 
 def _vectors(table: pa.Table) -> np.ndarray:
+    """[rows, d] float32 vectors of ``table`` (stored float16 or float32; none of them null)."""
     dim = table.schema.field("vector").type.list_size
-    return table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, dim)
+    flat = table["vector"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return flat.astype(np.float32).reshape(-1, dim)
+
+
+def hyp_states(rows: pa.Table) -> pa.Table:
+    """The 'hyp' decoder states among ``rows`` (both decodings of some sentences), each with its
+    vector: a hypothesis row stored without one (a step shared with the reference's forced
+    decoding) takes the 'ref' row's of the same sentence and step."""
+    decoding = rows["decoding"].to_numpy(zero_copy_only=False)
+    hyp, ref = rows.filter(pa.array(decoding == "hyp")), rows.filter(pa.array(decoding == "ref"))
+    missing = np.flatnonzero(hyp["vector"].is_null().to_numpy(zero_copy_only=False))
+    if not len(missing):
+        return hyp
+    at = {
+        key: i for i, key in enumerate(zip(ref["sent_id"].to_pylist(), ref["step"].to_pylist(), strict=True))
+    }
+    keys = zip(hyp["sent_id"].take(missing).to_pylist(), hyp["step"].take(missing).to_pylist(), strict=True)
+    index = np.arange(hyp.num_rows)
+    index[missing] = hyp.num_rows + np.array([at[k] for k in keys])
+    both = pa.concat_arrays([hyp["vector"].combine_chunks(), ref["vector"].combine_chunks()])
+    return hyp.set_column(hyp.schema.get_field_index("vector"), "vector", both.take(pa.array(index)))
 
 
 def sentence_states(wh: Warehouse, run: str, sent_id: int, kind: Kind) -> tuple[pl.DataFrame, np.ndarray]:
@@ -62,8 +83,9 @@ def _sentence_states(wh: Warehouse, run: str, sent_id: int, kind: Kind) -> tuple
     tbl = open_vectors(wh.vectors(), vector_table(_TABLE[kind], run))
     if tbl is None:
         return pl.DataFrame(), np.zeros((0, 0), dtype=np.float32)
-    where = f"sent_id = {int(sent_id)}" + (" AND decoding = 'hyp'" if kind == "decoder" else "")
-    rows = fetch(tbl, where)
+    rows = fetch(tbl, f"sent_id = {int(sent_id)}")
+    if kind == "decoder":
+        rows = hyp_states(rows)
     if kind == "encoder" and rows.num_rows:
         top = max(rows["layer"].to_pylist())
         rows = rows.filter(pc.equal(rows["layer"], top))
@@ -229,7 +251,7 @@ def _corpus_map(wh: Warehouse, run: str, max_sentences: int) -> pl.DataFrame:
     if sample.height == 0:
         return pl.DataFrame()
     ids = ", ".join(str(i) for i in sample["sent_id"].to_list())
-    rows = fetch(tbl, f"decoding = 'hyp' AND sent_id IN ({ids})")
+    rows = hyp_states(fetch(tbl, f"sent_id IN ({ids})"))
     if not rows.num_rows:
         return pl.DataFrame()
     xy = pca_2d(_vectors(rows))

@@ -23,6 +23,7 @@ _SQL_TYPES = {
     pa.int64(): "BIGINT",
     pa.int32(): "INTEGER",
     pa.int16(): "SMALLINT",
+    pa.float16(): "FLOAT",
     pa.float32(): "FLOAT",
     pa.float64(): "DOUBLE",
     pa.bool_(): "BOOLEAN",
@@ -66,7 +67,18 @@ def view_statements(root: Path, relative: bool = False) -> list[str]:
                 f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM raw.{name} "
                 "WHERE run_id IN (SELECT run_id FROM runs)"
             )
+    stmts.append(TOPK_VIEW)
     return stmts
+
+
+# the top-k predictions of every hypothesis step, one row each, with their tokens
+TOPK_VIEW = """
+CREATE OR REPLACE VIEW topk AS
+SELECT k.run_id, k.sent_id, k.step, k.rank, k.token_id, v.token, k.prob
+FROM (SELECT run_id, sent_id, step, generate_subscripts(topk_token_ids, 1) AS rank,
+             unnest(topk_token_ids) AS token_id, unnest(topk_probs) AS prob FROM target_steps) k
+LEFT JOIN vocabulary v ON v.run_id = k.run_id AND v.side = 'tgt' AND v.token_id = k.token_id
+"""
 
 
 def create_views(con: duckdb.DuckDBPyConnection, root: Path, relative: bool = False) -> None:

@@ -57,7 +57,7 @@ class BuiltinModel:
         self.name, self.arch, self.net = name, arch, net
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self.meta = meta or {}
-        self.vocab_size = len(tgt_vocab)
+        self.vocab_size, self.src_vocab_size = len(tgt_vocab), len(src_vocab)
         self.max_src_len: int | None = net.config.max_len
         self.path: Path | None = None
         self.hash = ""

@@ -66,6 +66,7 @@ class HFModel:
         self.pad_id = _first(gen.pad_token_id, config.pad_token_id, self.eos_id)
         self.unk_id = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else -1
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.src_vocab_size = len(tokenizer)
         self.max_src_len = _max_src_len(config, tokenizer)
         self.path: Path | None = None
         self.hash = ""

@@ -79,7 +79,8 @@ class Seq2SeqAdapter(Protocol):
     bos_id: int  # the decoder's start token
     eos_id: int
     pad_id: int
-    vocab_size: int
+    vocab_size: int  # target ids are 0..vocab_size-1
+    src_vocab_size: int  # source ids are 0..src_vocab_size-1
     max_src_len: int | None  # longest source (in tokens) the model takes; None = unbounded
     unk_id: int  # the unknown token (-1 when there is none)
 

@@ -61,19 +61,23 @@ def test_sql_error_is_one_line(warehouse_dir) -> None:
     )
 
 
-def test_index_reports_every_vector_table(warehouse_dir, tmp_path) -> None:
+def test_index_reports_every_vector_table_and_builds_training_banks(train_warehouse_dir, tmp_path) -> None:
     import shutil
 
     copy = tmp_path / "wh"
-    shutil.copytree(warehouse_dir, copy)
-    small = run_cli("index", "--warehouse", str(copy), "--run", "greedy")
+    shutil.copytree(train_warehouse_dir, copy)
+    small = run_cli("index", "--warehouse", str(copy), "--run", "test")
     assert small.returncode == 0, small.stderr
-    assert "exact search" in small.stdout and small.stdout.count("\n") == 2
-    forced = run_cli("index", "--warehouse", str(copy), "--run", "greedy", "--min-rows", "256")
+    assert "no index needed" in small.stdout and small.stdout.count("\n") == 2  # no bank: a test run
+    forced = run_cli(
+        "index", "--warehouse", str(copy), "--run", "train", "--min-rows", "256", "--bank-size", "300"
+    )
     assert forced.returncode == 0, forced.stderr
-    assert "IVF_SQ built" in forced.stdout
+    assert "sent_id BTREE, decoding BITMAP built" in forced.stdout
+    assert "neighbour bank: decoder bank of run train: 300 states (seeded sample of " in forced.stdout
+    assert "neighbour bank: encoder bank of run train: 300 states" in forced.stdout
     manifest = json.loads((copy / "manifest.json").read_text())
-    assert manifest["indexes"]["decoder_states__greedy"]["built"] is True
+    assert manifest["indexes"]["decoder_states__train"]["built"] is True
 
 
 @pytest.mark.parametrize(

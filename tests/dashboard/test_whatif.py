@@ -135,7 +135,8 @@ def test_whatif_view_equals_the_traced_view(warehouse_dir) -> None:
         t: ds.dataset(warehouse_dir / f"tables/{t}/run=greedy").to_table(filter=ds.field("sent_id") == 7)
         for t in PART_TABLES
     }
-    built = queries.view_from_tables(tables)
+    vocabulary = ds.dataset(warehouse_dir / "tables/vocabulary/run=greedy").to_table()
+    built = queries.view_from_tables(tables, vocabulary)
     assert built.sentence == stored.sentence
     for name in ("source_tokens", "target_steps", "reference_steps", "attention", "beam_nodes"):
         assert getattr(built, name).equals(getattr(stored, name)), name

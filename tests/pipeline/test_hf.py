@@ -266,7 +266,7 @@ def test_trace_writes_a_consistent_warehouse(hf_dirs, models, tmp_path) -> None:
     texts = model.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
     assert texts == sentences["hypothesis"].to_list()
     np.testing.assert_allclose(sentences["hyp_score"].to_numpy(), out.sequences_scores.numpy(), atol=ATOL)
-    assert sums.height > 0 and (sums["w"] - 1.0).abs().max() < 1e-4
+    assert sums.height > 0 and (sums["w"] - 1.0).abs().max() < 1e-3  # float16 weights
     assert decodings == {"hyp", "ref"}
     assert unknown.height >= 1 and set(unknown["token"]) == {"<unk>"}
 

@@ -5,6 +5,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from pipeline.beam import DecodeConfig
 from schemas.layout import vectors_dir
 
 K = 10  # the taxonomy's default number of neighbours
@@ -119,3 +120,41 @@ def test_decoder_step_agreement(train_warehouse_dir, states) -> None:
 def test_no_training_run_means_null_agreement(warehouse_dir, table, column) -> None:
     rows = pl.read_parquet(warehouse_dir / f"tables/{table}/*/*.parquet")
     assert rows.height > 0 and rows[column].null_count() == rows.height
+
+
+def test_agreement_through_an_ivf_bank_equals_exact_search(train_warehouse_dir, tiny_dir, tmp_path) -> None:
+    """The trace's agreement and blame through an approximate (IVF, 8-bit) bank against the exact
+    bank of the fixture's training run: agreement within 0.1 on >= 99 % of the values, the same
+    blamed stage for >= 99 % of the wrong sentences."""
+    import shutil
+
+    from pipeline.neighbours import KINDS, build_bank
+    from tests.helpers import trace_run
+    from warehouse import open_warehouse
+
+    root = tmp_path / "wh"
+    shutil.copytree(train_warehouse_dir, root)
+    for kind in KINDS:
+        assert build_bank(root, "train", kind, index="IVF8,SQfp16").index == "IVF8,SQfp16"
+    trace_run(
+        tiny_dir, "task:dates:test:48", root, "ivf", DecodeConfig(beam=3, topk=5, max_len=16), batch_size=32
+    )
+    with open_warehouse(root) as wh:
+        for table, keys, col in (
+            ("source_tokens", "sent_id, src_pos", "nn_agreement"),
+            ("target_steps", "sent_id, step", "nn_agreement"),
+            ("target_steps", "sent_id, step", "nn_ref_agreement"),
+            ("reference_steps", "sent_id, step", "nn_agreement"),
+        ):
+            pairs = wh.sql(
+                f"SELECT a.{col} AS a, b.{col} AS b FROM {table} a JOIN {table} b USING ({keys}) "
+                f"WHERE a.run_id = 'ivf' AND b.run_id = 'test' AND b.{col} IS NOT NULL"
+            )
+            assert pairs.height > 0 and pairs["a"].null_count() == 0
+            assert ((pairs["a"] - pairs["b"]).abs() <= 0.1 + 1e-6).mean() >= 0.99, (table, col)
+        blame = wh.sql(
+            "SELECT a.blamed_stage = b.blamed_stage AS same "
+            "FROM sentences a JOIN sentences b USING (sent_id) "
+            "WHERE a.run_id = 'ivf' AND b.run_id = 'test' AND NOT b.exact_match"
+        )
+    assert blame.height > 0 and blame["same"].mean() >= 0.99

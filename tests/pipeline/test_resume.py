@@ -7,12 +7,11 @@ import subprocess
 import time
 
 import lancedb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from schemas import TABLES
 from schemas.layout import TMP_MARK, vector_table, vectors_dir
 from tests.helpers import BEAMSCOPE
+from tests.reliability.harness import parquet_rows
 
 
 def _args(model, wh):
@@ -48,11 +47,7 @@ def _parts_done(wh) -> int:
 
 
 def _rows(wh, table):
-    t = pq.read_table(wh / "tables" / table / "run=r")
-    if table == "runs":
-        t = t.drop(["created_at", "finished_at"])
-    keys = [f.name for f in t.schema if not pa.types.is_list(f.type)]
-    return t.sort_by([(c, "ascending") for c in keys])
+    return parquet_rows(wh, table, "r")
 
 
 def _vectors(wh, kind):

@@ -78,8 +78,8 @@ _wh_case(
     "older-schema",
     lambda w: (
         _edit_json(w / "manifest.json", lambda j: j.update(schema_version=1)),
-        f"{w / 'manifest.json'}: written by schema version 1, older than 2; run `beamscope migrate "
-        f"--warehouse {w}` to upgrade it in place",
+        f"{w / 'manifest.json'}: written by schema version 1, older than {SCHEMA_VERSION}; "
+        f"run `beamscope migrate --warehouse {w}` to upgrade it in place",
     )[1],
 )
 _wh_case(

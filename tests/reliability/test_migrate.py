@@ -1,5 +1,6 @@
 """Schema evolution: a version-1 warehouse is refused with a pointer to ``beamscope migrate``, which
-upgrades it in place (resumable, idempotent, vectors untouched); a newer one is refused clearly."""
+upgrades it in place through versions 2 and 3 (resumable, idempotent, vectors untouched); a newer
+one is refused clearly."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ import pytest
 from beamscope.cli import main
 from schemas import SCHEMA_VERSION, TABLES, SchemaVersionError
 from schemas.layout import migratable, read_manifest, vectors_dir
-from schemas.tables import ADDED_COLUMNS, columns_at
+from schemas.tables import MIGRATIONS, changes_since
 from tests.helpers import trace_run
 from tests.reliability import harness as h
 from warehouse import open_warehouse
 
-V2_COLUMNS = ADDED_COLUMNS[2]
+V2_COLUMNS = MIGRATIONS[2].added
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +36,30 @@ def current(tmp_path_factory, tiny_dir) -> Path:
 def downgrade(src: Path, dst: Path) -> int:
     """Copy ``src`` and turn it into what schema version 1 wrote; return the parts changed."""
     shutil.copytree(src, dst)
-    n = 0
+    changed: set[Path] = set()
+    for part in sorted((dst / "tables" / "target_steps").glob("*/*.parquet")):  # version 3's changes
+        t = pq.read_table(part)
+        vocab = pq.read_table(part.parent.parent.parent / "vocabulary" / part.parent.name)
+        tgt = {i: tok for s, i, tok in zip(*(vocab[c].to_pylist() for c in ("side", "token_id", "token")),
+                                              strict=True) if s == "tgt"}  # fmt: skip
+        tokens = pa.array(
+            [[tgt[i] for i in ids] for ids in t["topk_token_ids"].to_pylist()], pa.list_(pa.string())
+        )
+        i = t.schema.get_field_index("topk_token_ids") + 1
+        t = t.add_column(i, "topk_tokens", tokens)
+        t = t.set_column(i + 1, "topk_probs", t["topk_probs"].cast(pa.list_(pa.float32())))
+        pq.write_table(t, part, compression="zstd")
+        changed.add(part)
+    for part in sorted((dst / "tables" / "attention").glob("*/*.parquet")):
+        t = pq.read_table(part)
+        i = t.schema.get_field_index("weight")
+        pq.write_table(t.set_column(i, "weight", t["weight"].cast(pa.float32())), part, compression="zstd")
+        changed.add(part)
+    shutil.rmtree(dst / "tables" / "vocabulary")
     for table, cols in V2_COLUMNS.items():
         for part in sorted((dst / "tables" / table).glob("*/*.parquet")):
             pq.write_table(pq.read_table(part).drop(list(cols)), part, compression="zstd")
-            n += 1
+            changed.add(part)
     for part in (dst / "tables" / "runs").glob("*/*.parquet"):
         t = pq.read_table(part)
         i = t.schema.get_field_index("schema_version")
@@ -47,7 +67,11 @@ def downgrade(src: Path, dst: Path) -> int:
     manifest = json.loads((dst / "manifest.json").read_text())
     manifest["schema_version"] = 1
     (dst / "manifest.json").write_text(json.dumps(manifest))
-    return n
+    return len(changed)
+
+
+def _vocab(t: pa.Table) -> list[tuple[str, int, str | None]]:
+    return list(zip(*(t[c].to_pylist() for c in ("side", "token_id", "token")), strict=True))
 
 
 def _vector_files(root: Path) -> dict[str, tuple[int, int]]:
@@ -58,11 +82,13 @@ def _vector_files(root: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def test_columns_by_version() -> None:
-    assert SCHEMA_VERSION == 2 and migratable(1) and not migratable(0) and not migratable(SCHEMA_VERSION + 1)
-    assert "nn_ref_agreement" not in columns_at("target_steps", 1)
-    assert columns_at("target_steps", 2) == TABLES["target_steps"].names
-    assert columns_at("sentences", 1) == TABLES["sentences"].names  # untouched by version 2
+def test_changes_by_version() -> None:
+    assert SCHEMA_VERSION == 3 and migratable(1) and migratable(2) and not migratable(0)
+    assert not migratable(SCHEMA_VERSION + 1)
+    since1 = changes_since(1)
+    assert since1.added == V2_COLUMNS and since1.run_tables == ("vocabulary",)
+    assert changes_since(2).dropped == {"target_steps": ("topk_tokens",)} and not changes_since(2).added
+    assert changes_since(SCHEMA_VERSION) == type(since1)()
     for table, cols in V2_COLUMNS.items():  # only nullable columns can be added by a migration
         assert all(TABLES[table].field(c).nullable for c in cols)
 
@@ -71,7 +97,7 @@ def test_version_1_is_refused_with_the_migrate_command(current, tmp_path, capsys
     old = tmp_path / "v1"
     downgrade(current, old)
     msg = (
-        f"{old}/manifest.json: written by schema version 1, older than 2; "
+        f"{old}/manifest.json: written by schema version 1, older than 3; "
         f"run `beamscope migrate --warehouse {old}` to upgrade it in place"
     )
     with pytest.raises(SchemaVersionError) as err:
@@ -97,16 +123,22 @@ def test_migrate_killed_then_resumed_equals_the_current_warehouse(
     assert main(["migrate", "--warehouse", str(old)]) == 0
     out = capsys.readouterr().out
     assert out == (
-        f"{old}: migrated from schema version 1 to 2 ({n_parts - 3} of {n_parts} parts rewritten)\n"
+        f"{old}: migrated from schema version 1 to 3 ({n_parts - 3} of {n_parts} parts rewritten)\n"
     )
     assert main(["migrate", "--warehouse", str(old)]) == 0
-    assert capsys.readouterr().out == f"{old}: already at schema version 2; nothing to do\n"
+    assert capsys.readouterr().out == f"{old}: already at schema version 3; nothing to do\n"
 
     manifest = read_manifest(old)
     assert manifest["schema_version"] == SCHEMA_VERSION and manifest["migrations"][0]["from"] == 1
     for table in TABLES:
         for run in ("train", "test"):
             got, want = h.parquet_rows(old, table, run), h.parquet_rows(current, table, run)
+            if table == "vocabulary":  # rebuilt from the (id, token) pairs the run's rows show
+                assert got.schema == TABLES[table]
+                known = {(s, i): t for s, i, t in _vocab(want)}
+                seen = [(s, i, t) for s, i, t in _vocab(got) if t is not None]
+                assert seen and all(known[(s, i)] == t for s, i, t in seen)
+                continue
             assert got.schema == TABLES[table] or table == "runs", table
             if table == "runs":  # a run remembers the version that wrote it
                 assert got["schema_version"].to_pylist() == [1]
@@ -120,6 +152,7 @@ def test_migrate_killed_then_resumed_equals_the_current_warehouse(
     assert h.temp_files(old) == []
     with open_warehouse(old) as wh:  # readable again, by the views and the marts
         assert wh.run_ids() == ["train", "test"]
+        assert wh.sql("SELECT count(*) FROM topk WHERE token IS NULL").item() == 0
         assert wh.sql("SELECT count(*) FROM target_steps WHERE nn_agreement IS NOT NULL").item() == 0
         assert wh.mart("error_summary", "test").height > 0
     # and a new run can be traced into it (this one with the new columns filled)

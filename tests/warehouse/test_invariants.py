@@ -35,7 +35,7 @@ def test_attention_rows_sum_to_one_per_step_layer_and_head(wh) -> None:
         SELECT run_id, sent_id, decoding, step, layer, head, sum(weight) AS total
         FROM attention GROUP BY ALL""")
     assert sums.height > 0
-    assert (sums["total"] - 1.0).abs().max() < 1e-4
+    assert (sums["total"] - 1.0).abs().max() < 1e-3  # weights are stored as float16
     per_head = sums.filter(sums["layer"] >= 0)
     assert per_head.height > 0 and set(per_head["run_id"]) == {"beam4"}
     layers = wh.sql("SELECT DISTINCT layer, head FROM attention WHERE run_id = 'beam4' AND layer >= 0")
@@ -57,9 +57,9 @@ def test_topk_is_descending_and_holds_the_chosen_token(wh) -> None:
     for token_id, prob, ids, probs in steps.iter_rows():
         assert all(a >= b for a, b in zip(probs, probs[1:], strict=False))
         if token_id in ids:
-            assert probs[ids.index(token_id)] == pytest.approx(prob, rel=1e-5)
+            assert probs[ids.index(token_id)] == pytest.approx(prob, rel=1e-3)  # float16 top-k probs
         else:
-            assert prob <= probs[-1] + 1e-6
+            assert prob <= probs[-1] * (1 + 1e-3) + 1e-7
 
 
 def test_best_path_matches_target_steps_and_spells_the_hypothesis(wh) -> None:
