@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         "sentence's first divergence step (divergence: per-token agreement columns stay NULL)",
     )
     _add_bank_size(p)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for decoding (default: all cores but one, at most 8)",
+    )
     _add_decoding(p)
     _add_device(p)
     p.set_defaults(handler=_trace)
@@ -267,6 +273,7 @@ def _trace(a: argparse.Namespace) -> int:
             neighbours_run=None if a.neighbours_run == "none" else a.neighbours_run,
             agreement=a.agreement,
             bank_size=a.bank_size,
+            threads=a.threads,
             device=a.device,
         )
     )

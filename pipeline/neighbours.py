@@ -52,7 +52,7 @@ Kind = Literal["encoder", "decoder"]
 KINDS: tuple[Kind, ...] = ("encoder", "decoder")
 EXACT_MAX = 50_000  # states; up to this a bank is an exact flat index
 NPROBE = 16  # IVF lists searched per query (bench.bank: agreement equals exact search at 8 already)
-TRAIN_SAMPLE = 64 * 1024  # vectors the IVF quantiser is trained on
+TRAIN_PER_LIST = 40  # vectors the IVF quantiser is trained on, per list (faiss asks for >= 39)
 BATCH = 64 * 1024  # rows read from LanceDB at a time
 NO_LABEL, PADDING = -1, -2  # label codes of an unknown query label and of a missing neighbour
 _SOURCE = {  # the LanceDB table, filter (None: the last layer) and label column of each kind
@@ -103,7 +103,7 @@ class Bank:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Row numbers [n, k] (-1 past the bank's size) and cosine distances of the ``k``
         nearest states of each query, nearest first."""
-        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        q = np.array(np.atleast_2d(queries), dtype=np.float32, order="C")  # a copy: normalised in place
         if q.shape[1] != self.info.dim:
             raise WarehouseError(f"query states have {q.shape[1]} dimensions, the bank {self.info.dim}")
         faiss.normalize_L2(q)
@@ -186,7 +186,8 @@ def build_bank(
     faiss_index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
     _, _, label, pos = _SOURCE[kind]
     if not faiss_index.is_trained:
-        faiss_index.train(_training_sample(tbl, where, total, mask, seed))
+        wanted = TRAIN_PER_LIST * faiss.extract_index_ivf(faiss_index).nlist
+        faiss_index.train(_training_sample(tbl, where, total, mask, seed, wanted))
     sent, place, codes, vocab, seen = [], [], [], {}, 0
     for batch in _read(tbl, where, ["sent_id", pos, label, "vector"]):
         chosen = np.ones(batch.num_rows, dtype=bool) if mask is None else mask[seen : seen + batch.num_rows]
@@ -219,12 +220,12 @@ def build_bank(
 
 
 def _training_sample(
-    tbl: lancedb.table.Table, where: str, total: int, mask: np.ndarray | None, seed: int
+    tbl: lancedb.table.Table, where: str, total: int, mask: np.ndarray | None, seed: int, wanted: int
 ) -> np.ndarray:
-    """Up to ``TRAIN_SAMPLE`` of the bank's vectors, seeded, for training the IVF quantiser."""
+    """Up to ``wanted`` of the bank's vectors, seeded, for training the IVF quantiser."""
     pool = np.flatnonzero(mask) if mask is not None else np.arange(total)
     pick = np.zeros(total, dtype=bool)
-    pick[np.random.default_rng(seed + 1).choice(pool, min(len(pool), TRAIN_SAMPLE), replace=False)] = True
+    pick[np.random.default_rng(seed + 1).choice(pool, min(len(pool), wanted), replace=False)] = True
     out, seen = [], 0
     for batch in _read(tbl, where, ["vector"]):
         chosen = pick[seen : seen + batch.num_rows]
@@ -238,7 +239,8 @@ def _save_bank(
     root: Path, info: BankInfo, index: faiss.Index, rows: pa.Table, vocab: dict[str, int]
 ) -> BankInfo:
     """Write the index and row files under fresh names, then the json that points at them (the
-    commit: a reader sees the old bank or the new one, whole); old files are then removed."""
+    commit: a reader sees the old bank or the new one, whole); the files of builds older than the
+    one replaced are then removed."""
     d = banks_dir(root, info.run_id)
     d.mkdir(parents=True, exist_ok=True)
     build = secrets.token_hex(4)
@@ -249,11 +251,12 @@ def _save_bank(
         pq.write_table(rows, tmp, compression="zstd")
     info = replace(info, files=files)
     with locked(root):
-        atomic_write_text(
-            d / f"{info.kind}.json", json.dumps({**asdict(info), "vocab": list(vocab)}, indent=1)
-        )
+        previous = bank_info(root, info.run_id, info.kind)
+        meta = json.dumps({**asdict(info), "vocab": list(vocab)}, indent=1)
+        atomic_write_text(d / f"{info.kind}.json", meta)
+        keep = {*files, *(previous.files if previous else ())}  # a reader may still open the last one
         for old in d.glob(f"{info.kind}-*"):
-            if old.name not in files:
+            if old.name not in keep:
                 old.unlink(missing_ok=True)
     return info
 

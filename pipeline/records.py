@@ -19,7 +19,7 @@ from pipeline.beam import STATUS_NAMES, Decoded
 from pipeline.corpus import Example
 from pipeline.errors import Evidence, Taxonomy, classify
 from pipeline.forced import ForcedTrace
-from pipeline.metrics import SentenceScores, first_divergence, is_search_error
+from pipeline.metrics import first_divergence, is_search_error, sentence_scores
 from pipeline.models.protocol import Seq2SeqAdapter
 from pipeline.neighbours import TrainingStates
 from schemas import PART_TABLES, TABLES, decoder_states_schema, encoder_states_schema
@@ -35,7 +35,6 @@ class Traced:
     src_ids: list[int]
     decoded: Decoded
     forced: ForcedTrace | None
-    scores: SentenceScores | None
     enc_states: np.ndarray  # [src, d] last layer
     enc_layers: np.ndarray | None  # [layers, src, d]
 
@@ -131,6 +130,7 @@ class PartBuilder:
         assert steps is not None and tree is not None, "records need a traced decode"
         sid = ex.sent_id
         hypothesis = self.model.detokenize(dec.ids)
+        scores = None if ex.reference is None else sentence_scores(hypothesis, ex.reference)
         hyp_seq = [*dec.ids, self.model.eos_id] if dec.ended else list(dec.ids)
         exact = None if ex.reference is None else hypothesis == ex.reference
         diverge = None if ref is None else first_divergence(hyp_seq, ref.token_ids.tolist())
@@ -163,9 +163,9 @@ class PartBuilder:
             exact_match=[exact],
             is_search_error=[search],
             first_divergence_step=[diverge],
-            bleu=[None if tr.scores is None else tr.scores.bleu],
-            chrf=[None if tr.scores is None else tr.scores.chrf],
-            ter=[None if tr.scores is None else tr.scores.ter],
+            bleu=[None if scores is None else scores.bleu],
+            chrf=[None if scores is None else scores.chrf],
+            ter=[None if scores is None else scores.ter],
             blamed_stage=[None if verdict is None else verdict.stage],
             nn_encoder_agreement=[None],
             nn_decoder_agreement=[None],

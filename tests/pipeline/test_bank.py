@@ -49,7 +49,9 @@ def test_a_small_bank_is_exact(tmp_path, clustered) -> None:
     info = build_bank(tmp_path, RUN, "decoder")
     assert (info.index, info.states, info.total, info.sampled) == ("Flat", HALF, HALF, False)
     bank = open_bank(tmp_path, RUN, "decoder")
+    before = queries.copy()
     rows, dist = bank.search(queries, K)
+    np.testing.assert_array_equal(queries, before)  # the caller's queries are left as they were
     np.testing.assert_array_equal(ref_rows(bank)[rows], brute_force(base[HALF:], queries, K))
     exact = 1 - np.einsum("qkd,qd->qk", unit(base[HALF:][ref_rows(bank)[rows]]), unit(queries))
     np.testing.assert_allclose(dist, exact, atol=1e-5)
@@ -88,12 +90,14 @@ def test_a_bounded_bank_keeps_a_seeded_sample(tmp_path, clustered) -> None:
 
 
 def test_a_rebuild_replaces_the_files(tmp_path, clustered) -> None:
+    """The json is the commit point; the build it replaced is removed one rebuild later."""
     base, _ = clustered
     decoder_table(tmp_path, base)
-    old = build_bank(tmp_path, RUN, "decoder")
-    new = build_bank(tmp_path, RUN, "decoder", max_states=100)
-    names = {p.name for p in banks_dir(tmp_path, RUN).iterdir()}
-    assert names == {"decoder.json", *new.files} and not set(old.files) & names
+    first = build_bank(tmp_path, RUN, "decoder")
+    second = build_bank(tmp_path, RUN, "decoder", max_states=100)
+    new = build_bank(tmp_path, RUN, "decoder", max_states=200)
+    names = {p.name for p in banks_dir(tmp_path, RUN).iterdir()}  # the replaced build stays for readers
+    assert names == {"decoder.json", *new.files, *second.files} and not set(first.files) & names
     assert bank_info(tmp_path, RUN, "decoder") == new
 
 
