@@ -383,19 +383,19 @@ class PartBuilder:
         )
 
     def _vectors_dec(self, sid: int, decoding: str, ids: np.ndarray, states: np.ndarray, shared: int) -> None:
-        """Decoder states of one decoding; the first ``shared`` ones are the 'ref' rows' (null here)."""
-        n = len(ids)
+        """Decoder states of one decoding from step ``shared`` on: the hypothesis' first steps are
+        the reference's forced decoding's states, stored once (with the 'ref' rows)."""
         inputs = np.concatenate([[self.model.bos_id], ids[:-1]]).astype(np.int64)
+        steps = np.arange(shared, len(ids))
         self._extend(
             "decoder_states",
-            sent_id=np.full(n, sid),
-            decoding=np.full(n, decoding, dtype=object),
-            step=np.arange(n),
-            token=self.tgt_tokens[inputs],
-            next_token=self.tgt_tokens[ids],
-            split=np.full(n, self.split, dtype=object),
-            vector=states,
-            vector_null=np.arange(n) < shared,
+            sent_id=np.full(len(steps), sid),
+            decoding=np.full(len(steps), decoding, dtype=object),
+            step=steps,
+            token=self.tgt_tokens[inputs[steps]],
+            next_token=self.tgt_tokens[ids[steps]],
+            split=np.full(len(steps), self.split, dtype=object),
+            vector=states[steps],
         )
 
     def tables(self) -> dict[str, pa.Table]:
@@ -433,13 +433,8 @@ class PartBuilder:
             elif pa.types.is_fixed_size_list(field.type):
                 dtype = field.type.value_type.to_pandas_dtype()
                 flat = np.concatenate(cols[field.name]).astype(dtype) if n_rows else np.zeros((0, 1), dtype)
-                null = (
-                    pa.array(np.concatenate(cols["vector_null"]))
-                    if "vector_null" in cols and n_rows
-                    else None
-                )
                 values = pa.array(flat.ravel(), type=field.type.value_type)
-                arrays.append(pa.FixedSizeListArray.from_arrays(values, field.type.list_size, mask=null))
+                arrays.append(pa.FixedSizeListArray.from_arrays(values, field.type.list_size))
             elif field.name == "error_tags":
                 rows = [r for block in cols[field.name] for r in block]
                 arrays.append(pa.array(rows, type=field.type))

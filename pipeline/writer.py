@@ -138,13 +138,12 @@ class RunWriter:
                     tbl.delete(f"sent_id >= {lo} AND sent_id < {hi}")
                     crash_point("lance_delete")
                     if table.num_rows:
-                        tbl.add(table, on_bad_vectors="null")  # shared 'hyp' states are null
+                        tbl.add(table)
                 elif table.num_rows:
                     self._vectors().create_table(
                         vector_table(kind, self.run_id),
                         data=table,
                         schema=table.schema,
-                        on_bad_vectors="null",
                     )
                 crash_point("lance_add")
         with locked(self.root):

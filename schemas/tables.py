@@ -236,9 +236,10 @@ def decoder_states_schema(dim: int, dtype: str = "float16") -> pa.Schema:
     """LanceDB table of decoder states: one vector per target step of 'hyp' and 'ref' decoding.
 
     At ``step`` the decoder has read ``token`` (the start token at step 0) and predicts
-    ``next_token`` (the hypothesis' token for 'hyp', the reference's for 'ref'). A 'hyp' row's
-    vector is null where it is the 'ref' row's (steps up to the first divergence, where the
-    hypothesis has read the reference's prefix): stored once, read back as both.
+    ``next_token`` (the hypothesis' token for 'hyp', the reference's for 'ref'). Up to its first
+    divergence step the hypothesis has read the reference's prefix, so its states there are the
+    'ref' rows': stored once, there are 'hyp' rows only from the step after the divergence on
+    (``warehouse.states.hyp_states`` reads the hypothesis' states back whole).
     """
     return pa.schema(
         [
@@ -249,7 +250,7 @@ def decoder_states_schema(dim: int, dtype: str = "float16") -> pa.Schema:
             pa.field("token", pa.string(), nullable=False),
             pa.field("next_token", pa.string(), nullable=False),
             pa.field("split", pa.string(), nullable=False),
-            pa.field("vector", pa.list_(VECTOR_DTYPES[dtype], dim)),
+            pa.field("vector", pa.list_(VECTOR_DTYPES[dtype], dim), nullable=False),
         ]
     )
 

@@ -54,23 +54,26 @@ def _vectors(table: pa.Table) -> np.ndarray:
     return flat.astype(np.float32).reshape(-1, dim)
 
 
-def hyp_states(rows: pa.Table) -> pa.Table:
-    """The 'hyp' decoder states among ``rows`` (both decodings of some sentences), each with its
-    vector: a hypothesis row stored without one (a step shared with the reference's forced
-    decoding) takes the 'ref' row's of the same sentence and step."""
-    decoding = rows["decoding"].to_numpy(zero_copy_only=False)
-    hyp, ref = rows.filter(pa.array(decoding == "hyp")), rows.filter(pa.array(decoding == "ref"))
-    missing = np.flatnonzero(hyp["vector"].is_null().to_numpy(zero_copy_only=False))
-    if not len(missing):
-        return hyp
-    at = {
-        key: i for i, key in enumerate(zip(ref["sent_id"].to_pylist(), ref["step"].to_pylist(), strict=True))
-    }
-    keys = zip(hyp["sent_id"].take(missing).to_pylist(), hyp["step"].take(missing).to_pylist(), strict=True)
-    index = np.arange(hyp.num_rows)
-    index[missing] = hyp.num_rows + np.array([at[k] for k in keys])
-    both = pa.concat_arrays([hyp["vector"].combine_chunks(), ref["vector"].combine_chunks()])
-    return hyp.set_column(hyp.schema.get_field_index("vector"), "vector", both.take(pa.array(index)))
+def hyp_states(rows: pa.Table, steps: pl.DataFrame) -> pa.Table:
+    """The hypothesis' decoder states of some sentences, one row per step of ``steps`` (their
+    ``target_steps``: sent_id, step, token): its own 'hyp' rows and, at the steps it shares with
+    the reference's forced decoding (stored once, as 'ref' rows), the 'ref' row's state and
+    input token with the hypothesis' next token. ``rows``: both decodings' rows of the sentences."""
+    keys = pl.from_arrow(rows.select(["sent_id", "step", "decoding"])).with_row_index("row")
+    own = keys.filter(pl.col("decoding") == "hyp").select("sent_id", "step", own="row")
+    ref = keys.filter(pl.col("decoding") == "ref").select("sent_id", "step", ref="row")
+    wanted = steps.select(pl.col("sent_id").cast(pl.Int64), pl.col("step").cast(pl.Int32), "token")
+    found = (
+        wanted.join(own.with_columns(pl.col("step").cast(pl.Int32)), on=["sent_id", "step"], how="left")
+        .join(ref.with_columns(pl.col("step").cast(pl.Int32)), on=["sent_id", "step"], how="left")
+        .with_columns(row=pl.coalesce("own", "ref"))
+        .filter(pl.col("row").is_not_null())
+        .sort("sent_id", "step")
+    )
+    out = rows.take(pa.array(found["row"].to_numpy()))
+    out = out.set_column(out.schema.get_field_index("decoding"), "decoding", pa.array(["hyp"] * out.num_rows))
+    at = out.schema.get_field_index("next_token")
+    return out.set_column(at, "next_token", found["token"].to_arrow().cast(pa.string())).cast(rows.schema)
 
 
 def sentence_states(wh: Warehouse, run: str, sent_id: int, kind: Kind) -> tuple[pl.DataFrame, np.ndarray]:
@@ -85,7 +88,12 @@ def _sentence_states(wh: Warehouse, run: str, sent_id: int, kind: Kind) -> tuple
         return pl.DataFrame(), np.zeros((0, 0), dtype=np.float32)
     rows = fetch(tbl, f"sent_id = {int(sent_id)}")
     if kind == "decoder":
-        rows = hyp_states(rows)
+        steps = wh.sql(
+            f"SELECT sent_id, step, token FROM {wh.sentence_source('target_steps', run, sent_id)} "
+            "WHERE sent_id = ?",
+            [sent_id],
+        )
+        rows = hyp_states(rows, steps)
     if kind == "encoder" and rows.num_rows:
         top = max(rows["layer"].to_pylist())
         rows = rows.filter(pc.equal(rows["layer"], top))
@@ -251,7 +259,10 @@ def _corpus_map(wh: Warehouse, run: str, max_sentences: int) -> pl.DataFrame:
     if sample.height == 0:
         return pl.DataFrame()
     ids = ", ".join(str(i) for i in sample["sent_id"].to_list())
-    rows = hyp_states(fetch(tbl, f"sent_id IN ({ids})"))
+    steps = wh.sql(
+        f"SELECT sent_id, step, token FROM target_steps WHERE run_id = ? AND sent_id IN ({ids})", [run]
+    )
+    rows = hyp_states(fetch(tbl, f"sent_id IN ({ids})"), steps)
     if not rows.num_rows:
         return pl.DataFrame()
     xy = pca_2d(_vectors(rows))

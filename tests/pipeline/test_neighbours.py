@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.beam import DecodeConfig
 from schemas.layout import vectors_dir
+from warehouse.states import hyp_states
 
 K = 10  # the taxonomy's default number of neighbours
 
@@ -60,28 +61,8 @@ def test_decoder_step_agreement(train_warehouse_dir, states) -> None:
     sents = pl.read_parquet(train_warehouse_dir / "tables/sentences/run=test/*.parquet")
     dec = _states(train_warehouse_dir, "decoder_states", "test")
     # up to the first divergence the hypothesis read the reference's prefix: its state is the
-    # reference-forced one; after it, the hypothesis' own
-    own = dec.filter(pl.col("decoding") == "hyp").join(
-        sents.select("sent_id", "first_divergence_step"), on="sent_id"
-    )
-    forced = dec.filter(pl.col("decoding") == "ref").select(
-        "sent_id", "step", pl.col("vector").alias("ref_vector")
-    )
-    query = (
-        own.join(forced, on=["sent_id", "step"], how="left")
-        .with_columns(
-            vector=pl.when(
-                pl.col("ref_vector").is_not_null()
-                & (
-                    pl.col("first_divergence_step").is_null()
-                    | (pl.col("step") <= pl.col("first_divergence_step"))
-                )
-            )
-            .then(pl.col("ref_vector"))
-            .otherwise(pl.col("vector"))
-        )
-        .sort("sent_id", "step")
-    )
+    # reference-forced one (stored once, as the 'ref' row); after it, the hypothesis' own
+    query = pl.from_arrow(hyp_states(dec.to_arrow(), steps.select("sent_id", "step", "token")))
     assert query.select("sent_id", "step").equals(steps.select("sent_id", "step"))
     assert (sents["first_divergence_step"].is_not_null()).sum() > 0  # the test covers diverged sentences
     ref_at = steps.join(
