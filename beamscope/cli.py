@@ -99,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--agreement",
         choices=("all", "divergence"),
-        default="all",
-        help="neighbour agreement of every state (all) or only of the states the blame reads at a wrong "
-        "sentence's first divergence step (divergence: per-token agreement columns stay NULL)",
+        default="divergence",
+        help="neighbour agreement only of the states the blame reads at a wrong sentence's first "
+        "divergence step (divergence: the other per-token agreement values stay NULL) or of every "
+        "state (all)",
     )
     _add_bank_size(p)
     p.add_argument(

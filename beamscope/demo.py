@@ -55,6 +55,7 @@ def run_demo(cfg: DemoConfig) -> Path:
                 warehouse=str(warehouse),
                 decoding=DecodeConfig(beam=5, max_len=20),
                 device=cfg.device,
+                agreement="all",  # a small bank: the per-token agreement columns are cheap here
             )
         )
         runs.append(s.run_id)

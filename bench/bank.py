@@ -15,7 +15,6 @@ Training warehouses are cached under ``.beamscope/bench/bank`` (the 200k one tak
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -71,14 +70,23 @@ def worker(model: str, wh: str, run: str, neighbours: str, agreement: str) -> No
     _trace(
         Path(model), TEST, Path(wh), run, None if neighbours == "none" else neighbours, agreement=agreement
     )
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = _peak_rss_mb()
     print(json.dumps({"seconds": time.perf_counter() - start, "rss_mb": rss}))
+
+
+def _peak_rss_mb() -> float:
+    """This process' peak resident set (VmHWM): unlike ``ru_maxrss`` it does not start from the
+    parent's peak, which a child keeps across fork and exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def timed(model: Path, wh: Path, run: str, neighbours: str, agreement: str = "all") -> dict:
     """A trace of the test corpus in a fresh process (its run removed first)."""
     _drop_run(wh, run)
-    args = [str(model), str(wh), run, neighbours, agreement]
+    args = [str(model), str(wh), run, neighbours, agreement]  # agreement: 'all' unless said
     out = subprocess.run(
         [sys.executable, "-m", "bench.bank", "worker", *args], check=True, capture_output=True, text=True
     )

@@ -50,7 +50,7 @@ from schemas.layout import (
 
 Kind = Literal["encoder", "decoder"]
 KINDS: tuple[Kind, ...] = ("encoder", "decoder")
-EXACT_MAX = 50_000  # states; up to this a bank is an exact flat index
+EXACT_MAX = 10_000  # states; up to this a bank is an exact flat index (a query costs states x dim)
 NPROBE = 16  # IVF lists searched per query (bench.bank: agreement equals exact search at 8 already)
 TRAIN_PER_LIST = 40  # vectors the IVF quantiser is trained on, per list (faiss asks for >= 39)
 BATCH = 64 * 1024  # rows read from LanceDB at a time

@@ -56,7 +56,7 @@ class TraceConfig:
     device: str = "auto"
     taxonomy: Taxonomy = field(default_factory=Taxonomy)
     neighbours_run: str | None = "auto"  # training run for neighbour blame; auto = same model's
-    agreement: str = "all"  # neighbour agreement of every state, or only at the divergence step
+    agreement: str = "divergence"  # neighbour agreement only where the blame reads it, or of every state
     bank_size: int | None = None  # most training states per kind in the neighbour bank
     vector_dtype: str = "float16"  # of the stored encoder/decoder states
     threads: int | None = None  # torch threads while decoding (None: see ``default_threads``)

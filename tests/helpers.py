@@ -25,7 +25,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
 
 def trace_run(model, corpus, warehouse, name: str, decoding=None, **options):  # noqa: ANN001
     """Trace ``corpus`` with ``model`` into ``warehouse`` as run ``name``, on the CPU, quietly;
-    ``decoding`` defaults to a small beam (2, top-4, 14 tokens); ``options``: other TraceConfig fields."""
+    ``decoding`` defaults to a small beam (2, top-4, 14 tokens); ``options``: other TraceConfig fields
+    (neighbour agreement of every state unless ``agreement`` says otherwise)."""
     from pipeline.beam import DecodeConfig
     from pipeline.trace import TraceConfig, trace
 
@@ -36,6 +37,6 @@ def trace_run(model, corpus, warehouse, name: str, decoding=None, **options):  #
         run_name=name,
         decoding=decoding or DecodeConfig(beam=2, topk=4, max_len=14),
         device="cpu",
-        **options,
+        **{"agreement": "all", **options},
     )
     return trace(cfg, progress=False)
