@@ -55,16 +55,13 @@ import numpy as np
 import pyarrow as pa
 from lancedb.index import BTree
 
-from bench.common import CACHE, dates_model
+from bench.common import CACHE, dates_model, traced_once
 from pipeline.beam import DecodeConfig
 from pipeline.models import load_model, resolve_device
 from pipeline.neighbours import Bank, BankInfo, banks_dir, build_bank, open_bank
-from pipeline.trace import TraceConfig, trace
 from schemas.layout import (
-    MANIFEST,
     new_manifest,
     open_vectors,
-    read_manifest,
     vector_table,
     vectors_dir,
     write_manifest,
@@ -125,23 +122,18 @@ def big_data(device_name: str) -> DataSet:
 
 
 def _traced(root: Path, model_dir: Path, corpus: str, device_name: str) -> str:
-    """The run of ``corpus`` in warehouse ``root``, traced unless it is complete there (then not
-    traced again, so the cache outlives changes of the trace's options)."""
-    run = corpus.removeprefix("task:").replace(":", "-")
-    if (root / MANIFEST).is_file() and read_manifest(root)["runs"].get(run, {}).get("status") == "complete":
-        return run
-    cfg = TraceConfig(
+    """The run of ``corpus`` in warehouse ``root`` (traced once)."""
+    return traced_once(
+        root,
+        corpus.removeprefix("task:").replace(":", "-"),
         model=str(model_dir),
         corpus=corpus,
-        warehouse=str(root),
-        run_name=run,
         decoding=DECODING,
         batch_size=128,
         part_size=4096,
         device=device_name,
         neighbours_run=None,  # no agreement columns: the bank is built and timed here
     )
-    return trace(cfg).run_id
 
 
 def _training_table(ds: DataSet) -> lancedb.table.Table:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import CACHE
+from bench.common import CACHE, traced_once
 from pipeline.beam import DecodeConfig
 from pipeline.models import load_model
 from pipeline.neighbours import KINDS, build_bank
@@ -110,12 +110,7 @@ def _drop_run(wh: Path, run: str) -> None:
 def training_warehouse(model: Path, size: int) -> Path:
     """The cached warehouse whose run 'train' traced ``size`` training sentences (traced once)."""
     wh = HERE / f"wh-{size}"
-    manifest = wh / "manifest.json"
-    if (
-        not manifest.exists()
-        or json.loads(manifest.read_text())["runs"].get("train", {}).get("status") != "complete"
-    ):
-        _trace(model, f"task:numbers:train:{size}", wh, "train", None)
+    traced_once(wh, "train", model=str(model), corpus=f"task:numbers:train:{size}", decoding=DECODING)
     return wh
 
 
@@ -188,11 +183,7 @@ def blame_check() -> dict:
         cfg = TrainConfig(task="numbers", arch="transformer", minutes=2.0, max_steps=WEAK_STEPS)
         train(cfg, weak, torch.device("cpu"), progress=False)
     wh = HERE / f"wh-weak-{WEAK_BANK}"
-    if (
-        not (wh / "manifest.json").exists()
-        or "train" not in json.loads((wh / "manifest.json").read_text())["runs"]
-    ):
-        _trace(weak, f"task:numbers:train:{WEAK_BANK}", wh, "train", None)
+    traced_once(wh, "train", model=str(weak), corpus=f"task:numbers:train:{WEAK_BANK}", decoding=DECODING)
     index = [build_bank(wh, "train", kind).index for kind in KINDS]
     timed(weak, wh, "test", "train")
     for kind in KINDS:

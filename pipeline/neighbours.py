@@ -54,6 +54,7 @@ EXACT_MAX = 10_000  # states; up to this a bank is an exact flat index (a query 
 NPROBE = 16  # IVF lists searched per query (bench.bank: agreement equals exact search at 8 already)
 TRAIN_PER_LIST = 40  # vectors the IVF quantiser is trained on, per list (faiss asks for >= 39)
 BATCH = 64 * 1024  # rows read from LanceDB at a time
+MMAP = getattr(faiss, "IO_FLAG_MMAP_IFC", faiss.IO_FLAG_MMAP)  # how stored indexes are opened
 NO_LABEL, PADDING = -1, -2  # label codes of an unknown query label and of a missing neighbour
 _SOURCE = {  # the LanceDB table, filter (None: the last layer) and label column of each kind
     "encoder": ("encoder_states", None, "token", "src_pos"),
@@ -239,8 +240,7 @@ def _save_bank(
     root: Path, info: BankInfo, index: faiss.Index, rows: pa.Table, vocab: dict[str, int]
 ) -> BankInfo:
     """Write the index and row files under fresh names, then the json that points at them (the
-    commit: a reader sees the old bank or the new one, whole); the files of builds older than the
-    one replaced are then removed."""
+    commit: a reader sees the old bank or the new one, whole); the old files are then removed."""
     d = banks_dir(root, info.run_id)
     d.mkdir(parents=True, exist_ok=True)
     build = secrets.token_hex(4)
@@ -251,12 +251,10 @@ def _save_bank(
         pq.write_table(rows, tmp, compression="zstd")
     info = replace(info, files=files)
     with locked(root):
-        previous = bank_info(root, info.run_id, info.kind)
         meta = json.dumps({**asdict(info), "vocab": list(vocab)}, indent=1)
         atomic_write_text(d / f"{info.kind}.json", meta)
-        keep = {*files, *(previous.files if previous else ())}  # a reader may still open the last one
         for old in d.glob(f"{info.kind}-*"):
-            if old.name not in keep:
+            if old.name not in files:  # a reader that mapped them keeps its mapping
                 old.unlink(missing_ok=True)
     return info
 
@@ -272,29 +270,30 @@ def bank_info(root: Path, run_id: str, kind: Kind) -> BankInfo | None:
 
 
 def open_bank(root: Path, run_id: str, kind: Kind) -> Bank | None:
-    """The stored ``kind`` bank of ``run_id`` (None when none was built)."""
-    path = banks_dir(root, run_id) / f"{kind}.json"
-    if not path.is_file():
-        return None
-    meta = json.loads(path.read_text())
-    vocab = {t: i for i, t in enumerate(meta.pop("vocab"))}
-    info = BankInfo(**{**meta, "files": tuple(meta["files"])})
+    """The stored ``kind`` bank of ``run_id`` (None when none was built). The index is memory-mapped:
+    opening costs nothing, and only the lists a search reads are paged in (clean pages the kernel
+    may drop again), so a trace that asks few questions of a large bank stays small."""
     d = banks_dir(root, run_id)
-    try:
-        index = faiss.read_index(str(d / info.files[0]))
-        rows = pq.read_table(d / info.files[1])
-    except (RuntimeError, OSError, pa.ArrowException) as e:
-        raise WarehouseError(f"damaged neighbour bank: {e}", path=str(d / info.files[0])) from e
-    if isinstance(index, faiss.IndexIVF):
-        index.nprobe = NPROBE
-    return Bank(
-        info,
-        index,
-        rows["sent_id"].to_numpy(),
-        rows["pos"].to_numpy(),
-        rows["label"].to_numpy(),
-        vocab,
-    )
+    for attempt in range(2):  # a rebuild may replace the files between reading the json and opening them
+        path = d / f"{kind}.json"
+        if not path.is_file():
+            return None
+        meta = json.loads(path.read_text())
+        vocab = {t: i for i, t in enumerate(meta.pop("vocab"))}
+        info = BankInfo(**{**meta, "files": tuple(meta["files"])})
+        try:
+            index = faiss.read_index(str(d / info.files[0]), MMAP)
+            rows = pq.read_table(d / info.files[1])
+        except (RuntimeError, OSError, pa.ArrowException) as e:
+            if attempt == 0 and not (d / info.files[0]).exists():
+                continue
+            raise WarehouseError(f"damaged neighbour bank: {e}", path=str(d / info.files[0])) from e
+        if isinstance(index, faiss.IndexIVF):
+            index.nprobe = NPROBE
+        return Bank(
+            info, index, rows["sent_id"].to_numpy(), rows["pos"].to_numpy(), rows["label"].to_numpy(), vocab
+        )
+    return None
 
 
 @dataclass

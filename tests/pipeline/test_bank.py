@@ -90,14 +90,15 @@ def test_a_bounded_bank_keeps_a_seeded_sample(tmp_path, clustered) -> None:
 
 
 def test_a_rebuild_replaces_the_files(tmp_path, clustered) -> None:
-    """The json is the commit point; the build it replaced is removed one rebuild later."""
+    """The json is the commit point; the replaced build's files are removed at once."""
     base, _ = clustered
     decoder_table(tmp_path, base)
-    first = build_bank(tmp_path, RUN, "decoder")
-    second = build_bank(tmp_path, RUN, "decoder", max_states=100)
-    new = build_bank(tmp_path, RUN, "decoder", max_states=200)
-    names = {p.name for p in banks_dir(tmp_path, RUN).iterdir()}  # the replaced build stays for readers
-    assert names == {"decoder.json", *new.files, *second.files} and not set(first.files) & names
+    old = build_bank(tmp_path, RUN, "decoder")
+    opened = open_bank(tmp_path, RUN, "decoder")  # a reader holding the old build
+    new = build_bank(tmp_path, RUN, "decoder", max_states=100)
+    names = {p.name for p in banks_dir(tmp_path, RUN).iterdir()}
+    assert names == {"decoder.json", *new.files} and not set(old.files) & names
+    assert opened.search(clustered[1][:3], K)[0].shape == (3, K)  # its mapping outlives the files
     assert bank_info(tmp_path, RUN, "decoder") == new
 
 

@@ -168,3 +168,33 @@ def _sql_option_case(name: str, extra: list[str], message: str) -> None:
 _sql_option_case("max-rows-0", ["--max-rows", "0"], "--max-rows must be at least 1")
 _sql_option_case("timeout-negative", ["--timeout", "-1"], "--timeout must be positive")
 _sql_option_case("out-xlsx", ["--out", "r.xlsx"], "--out r.xlsx: use a .csv, .parquet, .json or .jsonl file")
+
+
+def _neighbours_case(name: str, spoil: Callable[[Path], object], message: str) -> None:
+    """A trace whose --neighbours-run names run 'r' of a copy of the warehouse, spoiled first."""
+
+    @case(f"option-neighbours-run-{name}")
+    def _(d: Path, model: Path, wh: Path) -> tuple[list[str], Expect]:
+        w = d / "wh"
+        shutil.copytree(wh, w)
+        spoil(w)
+        return _trace(model, "task:dates:test:3", w, "--neighbours-run", "r", "--run-name", "t"), message
+
+
+def _runs(w: Path, **fields: object) -> None:
+    _edit_json(w / "manifest.json", lambda j: j["runs"]["r"].update(fields))
+
+
+_neighbours_case(
+    "other-model", lambda w: _runs(w, model_hash="0" * 16), "neighbours run 'r' was traced with another model"
+)
+_neighbours_case(
+    "without-vectors",
+    lambda w: _runs(w, vectors=False),
+    "neighbours run 'r' kept no vectors (traced with --no-vectors)",
+)
+_neighbours_case(
+    "vectors-deleted",
+    lambda w: shutil.rmtree(w / "vectors"),
+    "run 'r' has no stored encoder states (traced with --no-vectors?)",
+)
