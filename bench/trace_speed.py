@@ -53,6 +53,7 @@ def main(device_name: str = "auto", repeats: int = 3) -> dict[str, float]:
                 decoding=DECODING,
                 batch_size=BATCH,
                 device=device_name,
+                threads=torch.get_num_threads(),  # the untraced decoding's own thread count
             ),
             progress=False,
         )
