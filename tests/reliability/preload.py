@@ -1,6 +1,7 @@
 """Imported once by the crash harness's forkserver, so that forked children start in milliseconds."""
 
 import os
+import threading
 import warnings
 
 os.environ["OMP_NUM_THREADS"] = "1"  # before torch: a forked child must not inherit a thread pool
@@ -15,4 +16,6 @@ import pipeline.trace  # noqa: E402, F401
 import warehouse  # noqa: E402, F401
 import warehouse.vectors  # noqa: E402, F401
 
-tqdm.tqdm.get_lock()  # created once here, not in every child (a killed child would leak it)
+# A thread lock, copied into every child: tqdm's default lock is a multiprocessing semaphore shared
+# by all forked children, and a child SIGKILLed while holding it left every later child waiting.
+tqdm.tqdm.set_lock(threading.RLock())
