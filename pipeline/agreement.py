@@ -7,8 +7,11 @@ searches each bank once for the whole part (one batched faiss search per bank an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from pipeline.errors import Evidence
 from pipeline.neighbours import NO_LABEL, Kind, TrainingStates
 
 # the agreement columns of each table, and the bank its states are searched in
@@ -65,3 +68,38 @@ class AgreementQueue:
                 share = (neighbours == codes[:, None]).mean(1).astype(np.float32)
                 out[table][name][rows] = np.where(known, share, np.nan)
         return out
+
+
+@dataclass(frozen=True)
+class PendingBlame:
+    """A wrong sentence waiting for the agreement its blame reads."""
+
+    sentence: int  # the sentence's row in the part
+    evidence: Evidence
+    base: dict[str, int]  # its first row in each agreement table
+
+
+def focus(evidence: Evidence, n_src: int) -> tuple[int, int]:
+    """The (source position, step) the neighbour rules read: the source token the reference's
+    forced decoding attends most at the divergence step t*, and t*."""
+    t = evidence.diverge
+    return int(evidence.ref_attention[t, :n_src].argmax()), t
+
+
+def divergence_agreement(
+    p: PendingBlame, agreement: dict[str, dict[str, np.ndarray]]
+) -> tuple[float | None, float | None, float | None]:
+    """Encoder, decoder (produced token) and reference agreement at the sentence's divergence step."""
+    ev, t = p.evidence, p.evidence.diverge
+    if t >= len(ev.ref_ids):
+        return None, None, None
+    pos, _ = focus(ev, ev.ref_attention.shape[1])
+    enc = _value(agreement["source_tokens"]["nn_agreement"], p.base["source_tokens"] + pos)
+    dec_col = agreement["target_steps"]["nn_agreement"]
+    dec = _value(dec_col, p.base["target_steps"] + t) if t < len(ev.hyp_attention) else None
+    return enc, dec, _value(agreement["reference_steps"]["nn_agreement"], p.base["reference_steps"] + t)
+
+
+def _value(column: np.ndarray, row: int) -> float | None:
+    v = float(column[row])
+    return None if np.isnan(v) else v

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from pipeline.agreement import AGREEMENT_COLUMNS, AgreementQueue
+from pipeline.agreement import AGREEMENT_COLUMNS, AgreementQueue, PendingBlame, divergence_agreement, focus
 from pipeline.beam import STATUS_NAMES, Decoded
 from pipeline.corpus import Example
 from pipeline.errors import Evidence, Taxonomy, classify
@@ -37,25 +37,6 @@ class Traced:
     forced: ForcedTrace | None
     enc_states: np.ndarray  # [src, d] last layer
     enc_layers: np.ndarray | None  # [layers, src, d]
-
-
-@dataclass(frozen=True)
-class _PendingBlame:
-    sentence: int  # the sentence's row in the part
-    evidence: Evidence
-    base: dict[str, int]  # its first row in each agreement table
-
-
-def _focus(evidence: Evidence, n_src: int) -> tuple[int, int]:
-    """The (source position, step) the neighbour rules read: the source token the reference's
-    forced decoding attends most at the divergence step t*, and t*."""
-    t = evidence.diverge
-    return int(evidence.ref_attention[t, :n_src].argmax()), t
-
-
-def _value(column: np.ndarray, row: int) -> float | None:
-    v = float(column[row])
-    return None if np.isnan(v) else v
 
 
 def vocabulary(model: Seq2SeqAdapter, run_id: str) -> pa.Table:
@@ -111,7 +92,7 @@ class PartBuilder:
         self.cols: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
         self._n: dict[str, int] = defaultdict(int)  # rows so far per table
         self._agreement = AgreementQueue(training, self.taxonomy.neighbours)  # searched per part
-        self._pending: list[_PendingBlame] = []  # wrong sentences waiting for their agreement
+        self._pending: list[PendingBlame] = []  # wrong sentences waiting for their agreement
 
     def _extend(self, table: str, **columns: np.ndarray | list) -> None:
         if "sent_id" in columns:
@@ -145,7 +126,7 @@ class PartBuilder:
             if self.training is None:
                 verdict = classify(evidence, self.taxonomy, getattr(self.model, "unk_id", None))
             else:
-                self._pending.append(_PendingBlame(self._n["sentences"], evidence, base))
+                self._pending.append(PendingBlame(self._n["sentences"], evidence, base))
         self._extend(
             "sentences",
             sent_id=[sid],
@@ -228,7 +209,7 @@ class PartBuilder:
         if self.training is not None and self.agreement == "all":
             self._queue_neighbours(tr, src_tokens, diverge, base, None)
         elif self.training is not None and evidence is not None and evidence.diverge < len(evidence.ref_ids):
-            self._queue_neighbours(tr, src_tokens, diverge, base, _focus(evidence, n_src))
+            self._queue_neighbours(tr, src_tokens, diverge, base, focus(evidence, n_src))
 
     def _queue_neighbours(
         self,
@@ -301,18 +282,8 @@ class PartBuilder:
         """Classify the wrong sentences with the agreement of the states at their divergence step."""
         sents = self.cols["sentences"]
         for p in self._pending:
-            ev, t = p.evidence, p.evidence.diverge
-            if t < len(ev.ref_ids):
-                pos, _ = _focus(ev, ev.ref_attention.shape[1])
-                enc = _value(agreement["source_tokens"]["nn_agreement"], p.base["source_tokens"] + pos)
-                n_hyp = len(ev.hyp_attention)
-                row = p.base["target_steps"] + t
-                dec = _value(agreement["target_steps"]["nn_agreement"], row) if t < n_hyp else None
-                rf = _value(agreement["reference_steps"]["nn_agreement"], p.base["reference_steps"] + t)
-                ev = dataclasses.replace(ev, encoder_agreement=enc, decoder_agreement=dec)
-                agree = (enc, dec, rf)
-            else:
-                agree = (None, None, None)
+            enc, dec, rf = agree = divergence_agreement(p, agreement)
+            ev = dataclasses.replace(p.evidence, encoder_agreement=enc, decoder_agreement=dec)
             verdict = classify(ev, self.taxonomy, getattr(self.model, "unk_id", None))
             sents["blamed_stage"][p.sentence] = np.asarray([verdict.stage])
             sents["error_tags"][p.sentence] = [list(verdict.tags)]
