@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from beamscope import __version__
-from schemas import BeamscopeError
+from schemas import BeamscopeError, ConfigError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -36,6 +36,41 @@ def _add_bank_size(p: argparse.ArgumentParser) -> None:
         help="keep at most N states per kind in a training run's neighbour bank (seeded uniform sample; "
         "default: all)",
     )
+
+
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine (see README: Scale-out on Ray)")
+    g.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: decode in this process; ray: in an actor pool of model replicas on a Ray cluster",
+    )
+    g.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join: auto (the running one) or HOST:PORT (default: start one here)",
+    )
+    g.add_argument("--workers", type=int, default=1, help="model replicas (Ray actors)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each worker holds")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each worker holds")
+
+
+def _engine(a: argparse.Namespace):
+    from pipeline.ray_engine import RayEngine
+
+    if a.engine == "local":
+        ray_only = {
+            "--address": a.address,
+            "--workers": a.workers != 1,
+            "--gpus-per-worker": a.gpus_per_worker,
+            "--cpus-per-worker": a.cpus_per_worker != 1.0,
+        }
+        given = [k for k, v in ray_only.items() if v]
+        if given:
+            raise ConfigError(f"{', '.join(given)} need --engine ray")
+        return None
+    return RayEngine(a.address, a.workers, a.gpus_per_worker, a.cpus_per_worker).check()
 
 
 def _add_decoding(p: argparse.ArgumentParser) -> None:
@@ -111,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="torch threads for decoding (default: all cores but one, at most 8)",
     )
+    _add_engine(p)
     _add_decoding(p)
     _add_device(p)
     p.set_defaults(handler=_trace)
@@ -276,6 +312,7 @@ def _trace(a: argparse.Namespace) -> int:
             bank_size=a.bank_size,
             threads=a.threads,
             device=a.device,
+            engine=_engine(a),
         )
     )
     write_duckdb_file(s.warehouse)
@@ -328,7 +365,6 @@ def _sql(a: argparse.Namespace) -> int:
     import duckdb
     import polars as pl
 
-    from schemas import ConfigError
     from schemas.layout import atomic_path
     from warehouse.sandbox import SafeSQL
     from warehouse.views import damaged_part_error

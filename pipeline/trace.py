@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import torch
 from tqdm import tqdm
 
@@ -31,7 +32,8 @@ from pipeline.forced import force_decode
 from pipeline.metrics import corpus_scores
 from pipeline.models import load_model, resolve_device
 from pipeline.models.protocol import AttentionEdit, Encoded, Seq2SeqAdapter
-from pipeline.neighbours import resolve_training_run, training_states
+from pipeline.neighbours import TrainingStates, resolve_training_run, training_states
+from pipeline.ray_engine import RayEngine, connect_cluster
 from pipeline.records import PartBuilder, Traced, vocabulary
 from pipeline.writer import RunWriter, run_row
 from schemas import ConfigError
@@ -60,6 +62,7 @@ class TraceConfig:
     bank_size: int | None = None  # most training states per kind in the neighbour bank
     vector_dtype: str = "float16"  # of the stored encoder/decoder states
     threads: int | None = None  # torch threads while decoding (None: see ``default_threads``)
+    engine: RayEngine | None = None  # None: decode in this process; else on a Ray cluster
 
     def check(self) -> TraceConfig:
         if self.batch_size < 1:
@@ -125,24 +128,81 @@ def _corpus_hash(corpus: Corpus) -> str:
     return h.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class TracePlan:
+    """What a trace decodes and where, decided once by the driver (both engines share it)."""
+
+    cfg: TraceConfig
+    run_id: str
+    split: str
+    decoding: DecodeConfig
+    examples: list[Example]
+    n_parts: int
+    neighbours_run: str | None
+    row: dict[str, Any]
+
+    @property
+    def root(self) -> Path:
+        return Path(self.cfg.warehouse)
+
+    def chunk(self, part: int) -> list[Example]:
+        size = self.cfg.part_size
+        return self.examples[part * size : (part + 1) * size]
+
+
 def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
     """Trace ``cfg.corpus`` with ``cfg.model`` into ``cfg.warehouse``; resumable."""
     cfg.check()
+    if cfg.engine is not None:
+        cfg.engine.check()
     probe = read_corpus(cfg.corpus, cfg.refs)
-    split = cfg.split or probe.split
-    corpus = dataclasses.replace(probe, split=split)
-    device = resolve_device(cfg.device)
-    model = load_model(cfg.model, device)
+    corpus = dataclasses.replace(probe, split=cfg.split or probe.split)
+    model = load_model(cfg.model, resolve_device(cfg.device))
     crash_point("model_load")
+    plan, fingerprint = _plan(cfg, model, corpus)
+    # refused before anything is written
+    training = training_states(plan.root, plan.neighbours_run, cfg.bank_size) if plan.neighbours_run else None
+    if training is not None:  # what the neighbours were searched in (shown with them)
+        options = {**json.loads(plan.row["options"]), "neighbours": training.describe()}
+        plan = dataclasses.replace(plan, row={**plan.row, "options": json.dumps(options, sort_keys=True)})
+    cluster = connect_cluster(cfg.engine) if cfg.engine is not None else None
+    writer = RunWriter(plan.root, plan.run_id)
+    done = writer.begin(fingerprint, plan.n_parts, plan.row, vocabulary(model, plan.run_id))
+    n = len(plan.examples)
+    if writer.is_complete():
+        return TraceSummary(plan.run_id, plan.root, n, writer.count_rows("skipped"), len(done), True)
+    todo = [p for p in range(plan.n_parts) if p not in done]
+    bar = tqdm(
+        total=n,
+        initial=n - sum(len(plan.chunk(p)) for p in todo),
+        desc=f"trace {plan.run_id}",
+        unit="sent",
+        disable=not progress,
+    )
+    if cluster is not None:
+        del model  # the workers load their own
+        cluster.trace_parts(plan, todo, writer, bar)
+    else:
+        with torch_threads(cfg.threads):
+            for part in todo:
+                tables, vectors, sent_range = trace_plan_part(model, plan, plan.chunk(part), training, bar)
+                writer.write_part(part, tables, vectors, sent_range)
+    bar.close()
+    n_skipped = writer.count_rows("skipped")
+    sentences = writer.read("sentences", ["hypothesis", "reference"])
+    with_ref = [(h, r) for h, r in zip(*sentences, strict=True) if r is not None]
+    scores = corpus_scores([h for h, _ in with_ref], [r for _, r in with_ref])
+    writer.finish({**plan.row, "n_skipped": n_skipped, **scores}, {"n_sentences": n, "n_skipped": n_skipped})
+    return TraceSummary(plan.run_id, plan.root, n, n_skipped, len(done), False)
+
+
+def _plan(cfg: TraceConfig, model: Seq2SeqAdapter, corpus: Corpus) -> tuple[TracePlan, str]:
+    """The run's plan (its ``runs`` row included) and its fingerprint (what a resume must match)."""
     dec = cfg.decoding.check(model.vocab_size)
     run_id = cfg.run_name or default_run_id(model, corpus)
     root = Path(cfg.warehouse)
-    examples = corpus.examples
-    n_parts = (len(examples) + cfg.part_size - 1) // cfg.part_size
     model_hash = getattr(model, "hash", "")
-    # refused before anything is written
-    neighbours_run = resolve_training_run(root, run_id, model_hash, split, cfg.neighbours_run)
-    training = training_states(root, neighbours_run, cfg.bank_size) if neighbours_run else None
+    neighbours_run = resolve_training_run(root, run_id, model_hash, corpus.split, cfg.neighbours_run)
     options = {
         "batch_size": cfg.batch_size,
         "part_size": cfg.part_size,
@@ -150,18 +210,20 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
         "vector_dtype": cfg.vector_dtype,
         "refs": cfg.refs,
         "corpus_hash": _corpus_hash(corpus),
-        "device": str(device),
-        "threads": cfg.threads or default_threads(),
+        "device": str(model.device),
+        "threads": cfg.threads or (cfg.engine.threads() if cfg.engine is not None else default_threads()),
         "taxonomy": dataclasses.asdict(cfg.taxonomy),
         "agreement": cfg.agreement,
         "bank_size": cfg.bank_size,
+        "engine": cfg.engine.describe() if cfg.engine is not None else "local",
     }
-    fingerprint_src = {k: v for k, v in options.items() if k not in ("device", "batch_size", "threads")}
-    if training is not None:  # what the neighbours were searched in (shown with them)
-        options["neighbours"] = training.describe()
+    # what does not change the rows: a run resumes with another batch size, device or engine
+    fingerprint_src = {
+        k: v for k, v in options.items() if k not in ("device", "batch_size", "threads", "engine")
+    }
     fingerprint = hashlib.sha256(
         json.dumps(
-            [model_hash, cfg.corpus, split, dataclasses.asdict(dec), fingerprint_src, neighbours_run],
+            [model_hash, cfg.corpus, corpus.split, dataclasses.asdict(dec), fingerprint_src, neighbours_run],
             sort_keys=True,
         ).encode()
     ).hexdigest()[:16]
@@ -171,51 +233,39 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
         model_hash=model_hash,
         arch=model.arch,
         corpus=cfg.corpus,
-        split=split,
+        split=corpus.split,
         decoding=dataclasses.asdict(dec),
         options=options,
-        n_sentences=len(examples),
+        n_sentences=len(corpus.examples),
         n_skipped=0,
         neighbours_run=neighbours_run,
     )
-    writer = RunWriter(root, run_id)
-    done = writer.begin(fingerprint, n_parts, row, vocabulary(model, run_id))
-    if writer.is_complete():
-        return TraceSummary(run_id, root, len(examples), writer.count_rows("skipped"), len(done), True)
-    todo = [p for p in range(n_parts) if p not in done]
-    bar = tqdm(
-        total=len(examples),
-        initial=len(examples) - sum(len(examples[p * cfg.part_size : (p + 1) * cfg.part_size]) for p in todo),
-        desc=f"trace {run_id}",
-        unit="sent",
-        disable=not progress,
-    )
+    n_parts = (len(corpus.examples) + cfg.part_size - 1) // cfg.part_size
+    plan = TracePlan(cfg, run_id, corpus.split, dec, corpus.examples, n_parts, neighbours_run, row)
+    return plan, fingerprint
 
-    with torch_threads(cfg.threads):
-        for part in todo:
-            chunk = examples[part * cfg.part_size : (part + 1) * cfg.part_size]
-            builder = PartBuilder(
-                model,
-                run_id,
-                split,
-                cfg.taxonomy,
-                training,
-                cfg.vectors,
-                agreement=cfg.agreement,
-                vector_dtype=cfg.vector_dtype,
-            )
-            trace_part(model, chunk, dec, builder, cfg.batch_size, bar)
-            sent_range = (chunk[0].sent_id, chunk[-1].sent_id + 1)
-            writer.write_part(part, builder.tables(), builder.vectors(), sent_range)
-    bar.close()
-    n_skipped = writer.count_rows("skipped")
-    sentences = writer.read("sentences", ["hypothesis", "reference"])
-    with_ref = [(h, r) for h, r in zip(*sentences, strict=True) if r is not None]
-    scores = corpus_scores([h for h, _ in with_ref], [r for _, r in with_ref])
-    writer.finish(
-        {**row, "n_skipped": n_skipped, **scores}, {"n_sentences": len(examples), "n_skipped": n_skipped}
+
+def trace_plan_part(
+    model: Seq2SeqAdapter,
+    plan: TracePlan,
+    chunk: list[Example],
+    training: TrainingStates | None,
+    bar: tqdm | None = None,
+) -> tuple[dict[str, pa.Table], dict[str, pa.Table], tuple[int, int]]:
+    """One part (``chunk``) of a plan, traced: its tables, its vectors and its sentence-id range."""
+    cfg = plan.cfg
+    builder = PartBuilder(
+        model,
+        plan.run_id,
+        plan.split,
+        cfg.taxonomy,
+        training,
+        cfg.vectors,
+        agreement=cfg.agreement,
+        vector_dtype=cfg.vector_dtype,
     )
-    return TraceSummary(run_id, root, len(examples), n_skipped, len(done), False)
+    trace_part(model, chunk, plan.decoding, builder, cfg.batch_size, bar)
+    return builder.tables(), builder.vectors(), (chunk[0].sent_id, chunk[-1].sent_id + 1)
 
 
 def trace_part(

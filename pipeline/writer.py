@@ -9,8 +9,10 @@ itself replaced atomically under the writer lock, says so.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beamscope import __version__
-from schemas import SCHEMA_VERSION, TABLES, WarehouseError
+from schemas import SCHEMA_VERSION, TABLES, VECTOR_TABLES, WarehouseError
 from schemas.layout import (
     atomic_path,
     check_run_id,
@@ -31,6 +33,8 @@ from schemas.layout import (
     read_manifest,
     remove_orphan_temps,
     run_dir,
+    staging_dir,
+    staging_path,
     vector_table,
     vectors_dir,
     write_manifest,
@@ -105,8 +109,9 @@ class RunWriter:
                 }
                 manifest["runs"][self.run_id] = run
                 write_manifest(self.root, manifest)
-            for table in TABLES:
-                d = run_dir(self.root, table, self.run_id)
+            for d in [run_dir(self.root, t, self.run_id) for t in TABLES] + [
+                staging_dir(self.root, self.run_id)
+            ]:
                 if d.exists():
                     remove_orphan_temps(d)
             if not part_path(self.root, "runs", self.run_id, 0).exists():
@@ -128,24 +133,54 @@ class RunWriter:
         sent_range: tuple[int, int],
     ) -> None:
         """Write every table's part, replace the part's vectors, then mark the part done."""
+        self.write_tables(part, tables)
+        self.write_vectors(vectors, sent_range)
+        self.mark_done(part)
+
+    def write_tables(self, part: int, tables: dict[str, pa.Table]) -> None:
+        """Each table's part file, under its final name (rewriting it gives the same file)."""
         for name, table in tables.items():
             write_parquet(table, part_path(self.root, name, self.run_id, part))
-        if vectors:
-            lo, hi = sent_range
-            for kind, table in vectors.items():
-                tbl = open_vectors(self._vectors(), vector_table(kind, self.run_id))
-                if tbl is not None:
-                    tbl.delete(f"sent_id >= {lo} AND sent_id < {hi}")
-                    crash_point("lance_delete")
-                    if table.num_rows:
-                        tbl.add(table)
-                elif table.num_rows:
-                    self._vectors().create_table(
-                        vector_table(kind, self.run_id),
-                        data=table,
-                        schema=table.schema,
-                    )
-                crash_point("lance_add")
+
+    def write_vectors(self, vectors: dict[str, pa.Table], sent_range: tuple[int, int]) -> None:
+        """Replace the vectors of the sentences in ``sent_range`` (delete, then add)."""
+        lo, hi = sent_range
+        for kind, table in vectors.items():
+            tbl = open_vectors(self._vectors(), vector_table(kind, self.run_id))
+            if tbl is not None:
+                tbl.delete(f"sent_id >= {lo} AND sent_id < {hi}")
+                crash_point("lance_delete")
+                if table.num_rows:
+                    tbl.add(table)
+            elif table.num_rows:
+                self._vectors().create_table(vector_table(kind, self.run_id), data=table, schema=table.schema)
+            crash_point("lance_add")
+
+    def stage_vectors(self, part: int, vectors: dict[str, pa.Table]) -> None:
+        """Keep a part's vectors in staging files (Arrow IPC) for ``commit_staged`` (Ray workers:
+        one process, the driver, writes the LanceDB tables)."""
+        for kind, table in vectors.items():
+            path = staging_path(self.root, self.run_id, kind, part)
+            with (
+                atomic_path(path) as tmp,
+                pa.OSFile(str(tmp), "wb") as sink,
+                pa.ipc.new_file(sink, table.schema) as out,
+            ):
+                out.write_table(table)
+
+    def commit_staged(self, part: int, sent_range: tuple[int, int]) -> None:
+        """Move a part's staged vectors into LanceDB and mark the part done."""
+        paths = {kind: staging_path(self.root, self.run_id, kind, part) for kind in VECTOR_TABLES}
+        staged = {
+            k: pa.ipc.open_file(pa.memory_map(str(p))).read_all() for k, p in paths.items() if p.exists()
+        }
+        self.write_vectors(staged, sent_range)
+        self.mark_done(part)
+        for p in paths.values():
+            p.unlink(missing_ok=True)
+
+    def mark_done(self, part: int) -> None:
+        """Record ``part`` as done in the manifest (under the writer lock)."""
         with locked(self.root):
             manifest = read_manifest(self.root)
             done = set(manifest["runs"][self.run_id]["parts_done"])
@@ -178,6 +213,9 @@ class RunWriter:
             manifest = read_manifest(self.root)
             manifest["runs"][self.run_id].update(status="complete", **stats)
             write_manifest(self.root, manifest)
+        shutil.rmtree(staging_dir(self.root, self.run_id), ignore_errors=True)
+        with contextlib.suppress(OSError):  # the staging directory itself, once no run uses it
+            staging_dir(self.root, self.run_id).parent.rmdir()
 
 
 def run_row(**fields: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@
     <warehouse>/manifest.json                               format, schema version, runs, parts done
     <warehouse>/tables/<table>/run=<run_id>/part-NNNNN.parquet
     <warehouse>/vectors/                                    LanceDB: <kind>__<run_id> tables
+    <warehouse>/staging/<run_id>/<kind>-part-NNNNN.arrow    a Ray worker's vectors, until committed
     <warehouse>/beamscope.duckdb                            views for plain `duckdb` users
 
 Every path inside is relative to the warehouse root, so the directory can be moved or copied.
@@ -32,6 +33,7 @@ DUCKDB_FILE = "beamscope.duckdb"
 TMP_MARK = ".tmp-"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 CRASH_ENV = "BEAMSCOPE_CRASH_AT"
+CRASH_ONCE_ENV = "BEAMSCOPE_CRASH_ONCE"
 _passes: dict[str, int] = {}
 
 
@@ -40,13 +42,21 @@ def crash_point(name: str) -> None:
     ``BEAMSCOPE_CRASH_AT=name:n`` is set. Points: model_load, batch (after each decoded batch),
     parquet / manifest / duckdb (a temporary file written, not yet renamed), lance_delete (a part's
     old vectors deleted, new ones not added), lance_add, migrate. Without the variable it does
-    nothing."""
+    nothing. With ``BEAMSCOPE_CRASH_ONCE=FILE`` too, only the first process to get there is killed
+    (it creates FILE first): a restarted Ray worker then goes on."""
     spec = os.environ.get(CRASH_ENV)
     if not spec or not spec.startswith(name + ":"):
         return
     _passes[name] = _passes.get(name, 0) + 1
-    if str(_passes[name]) == spec.removeprefix(name + ":"):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if str(_passes[name]) != spec.removeprefix(name + ":"):
+        return
+    once = os.environ.get(CRASH_ONCE_ENV)
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def check_run_id(run_id: str) -> str:
@@ -67,6 +77,15 @@ def run_dir(root: Path, table: str, run_id: str) -> Path:
 
 def part_path(root: Path, table: str, run_id: str, part: int) -> Path:
     return run_dir(root, table, run_id) / f"part-{part:05d}.parquet"
+
+
+def staging_dir(root: Path, run_id: str) -> Path:
+    return root / "staging" / run_id
+
+
+def staging_path(root: Path, run_id: str, kind: str, part: int) -> Path:
+    """A part's vectors written by a Ray worker, before the driver adds them to LanceDB."""
+    return staging_dir(root, run_id) / f"{kind}-part-{part:05d}.arrow"
 
 
 def vectors_dir(root: Path) -> Path:

@@ -116,8 +116,13 @@ def temp_files(root: Path) -> list[Path]:
 def parquet_rows(root: Path, table: str, run: str) -> pa.Table:
     """Every row of ``table`` for ``run``, sorted by every non-list, non-float16 column (times dropped)."""
     t = pq.read_table(root / "tables" / table / f"run={run}")
-    if table == "runs":
+    if table == "runs":  # when it ran and on which engine
+        options = [
+            json.dumps({k: v for k, v in json.loads(o).items() if k != "engine"})
+            for o in t["options"].to_pylist()
+        ]
         t = t.drop(["created_at", "finished_at"])
+        t = t.set_column(t.schema.get_field_index("options"), "options", pa.array(options))
     keys = [f.name for f in t.schema if not pa.types.is_list(f.type) and f.type != pa.float16()]
     return t.sort_by([(c, "ascending") for c in keys])
 
