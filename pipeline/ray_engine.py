@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import pickle
+import re
 import socket
 import warnings
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 MAX_RETRIES = 3  # restarts of a dead worker, and retries of the part it held
 CONNECT_TIMEOUT_S = 5.0
+_WORKER_LINE = re.compile(r"WorkerError: (part \d+ failed in a Ray worker: [^\n]*)")
 
 
 class WorkerError(BeamscopeError):
@@ -114,7 +116,15 @@ def connect_cluster(engine: RayEngine) -> Cluster:
                 ignore_reinit_error=True,
             )
         except ConnectionError as e:
-            raise ConfigError(f"--address {engine.address}: cannot join a Ray cluster ({e})") from None
+            hint = (
+                ""
+                if os.environ.get("RAY_AUTH_MODE")
+                else "; a cluster with token authentication needs RAY_AUTH_MODE=token"
+            )
+            first = (str(e).splitlines() or [""])[0]
+            raise ConfigError(
+                f"--address {engine.address}: cannot join the Ray cluster ({first}{hint})"
+            ) from None
     resources = ray.cluster_resources()
     need_cpus = engine.workers * engine.cpus_per_worker
     need_gpus = engine.workers * engine.gpus_per_worker
@@ -181,26 +191,25 @@ class Cluster:
     def __init__(self, engine: RayEngine) -> None:
         self.engine = engine
 
-    def trace_parts(self, plan: TracePlan, todo: list[int], writer: RunWriter, bar: tqdm) -> None:
-        """Trace ``todo`` on the pool; commit each part as it comes back; shut Ray down after."""
+    def close(self) -> None:
+        """Leave the cluster (a cluster this trace started stops)."""
         import ray
 
-        try:
-            if todo:
-                self._run(plan, todo, writer, bar)
-        finally:
-            ray.shutdown()
+        ray.shutdown()
 
-    def _run(self, plan: TracePlan, todo: list[int], writer: RunWriter, bar: tqdm) -> None:
+    def trace_parts(self, plan: TracePlan, todo: list[int], writer: RunWriter, bar: tqdm) -> None:
+        """Trace ``todo`` on the pool; commit each part as it comes back."""
         import dataclasses
 
         import ray
         from ray.data import ActorPoolStrategy, DataContext
 
         engine = self.engine
-        for name in ("ray", "ray.data"):  # progress is the trace's own bar
-            logging.getLogger(name).setLevel(logging.ERROR)
+        for name in ("ray", "ray.data"):  # progress is the trace's own bar; a failure its one line
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         DataContext.get_current().enable_progress_bars = False
+        if not todo:
+            return
         items = [{"part": p, "chunk": pickle.dumps(plan.chunk(p))} for p in todo]
         worker_plan = dataclasses.replace(plan, examples=[])  # each part travels with its item
         threads = plan.cfg.threads or engine.threads()
@@ -227,13 +236,10 @@ class Cluster:
 
 
 def _worker_error(e: BaseException) -> BeamscopeError:
-    """The one-line error of a failed Ray execution: a worker's own message where there is one."""
-    seen: BaseException | None = e
-    while seen is not None:
-        for text in (str(seen), *(str(a) for a in getattr(seen, "args", ()))):
-            if "failed in a Ray worker:" in text:
-                line = text[text.index("part ") if "part " in text else 0 :].splitlines()[0]
-                return WorkerError(line)
-        seen = seen.__cause__ or getattr(seen, "cause", None)
+    """The one-line error of a failed Ray execution: the worker's own ``WorkerError`` line, which
+    Ray passes on inside the text of the exceptions it wraps it in."""
+    found = _WORKER_LINE.search(str(e))
+    if found:
+        return WorkerError(found.group(1))
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     return BeamscopeError(f"the Ray trace failed: {type(e).__name__}: {first}")

@@ -33,7 +33,7 @@ from pipeline.metrics import corpus_scores
 from pipeline.models import load_model, resolve_device
 from pipeline.models.protocol import AttentionEdit, Encoded, Seq2SeqAdapter
 from pipeline.neighbours import TrainingStates, resolve_training_run, training_states
-from pipeline.ray_engine import RayEngine, connect_cluster
+from pipeline.ray_engine import Cluster, RayEngine, connect_cluster
 from pipeline.records import PartBuilder, Traced, vocabulary
 from pipeline.writer import RunWriter, run_row
 from schemas import ConfigError
@@ -153,8 +153,16 @@ class TracePlan:
 def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
     """Trace ``cfg.corpus`` with ``cfg.model`` into ``cfg.warehouse``; resumable."""
     cfg.check()
-    if cfg.engine is not None:
-        cfg.engine.check()
+    if cfg.engine is None:
+        return _trace(cfg, None, progress)
+    cluster = connect_cluster(cfg.engine.check())  # refused before anything is read or written
+    try:
+        return _trace(cfg, cluster, progress)
+    finally:
+        cluster.close()
+
+
+def _trace(cfg: TraceConfig, cluster: Cluster | None, progress: bool) -> TraceSummary:
     probe = read_corpus(cfg.corpus, cfg.refs)
     corpus = dataclasses.replace(probe, split=cfg.split or probe.split)
     model = load_model(cfg.model, resolve_device(cfg.device))
@@ -165,7 +173,6 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
     if training is not None:  # what the neighbours were searched in (shown with them)
         options = {**json.loads(plan.row["options"]), "neighbours": training.describe()}
         plan = dataclasses.replace(plan, row={**plan.row, "options": json.dumps(options, sort_keys=True)})
-    cluster = connect_cluster(cfg.engine) if cfg.engine is not None else None
     writer = RunWriter(plan.root, plan.run_id)
     done = writer.begin(fingerprint, plan.n_parts, plan.row, vocabulary(model, plan.run_id))
     n = len(plan.examples)
@@ -179,15 +186,21 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
         unit="sent",
         disable=not progress,
     )
-    if cluster is not None:
-        del model  # the workers load their own
-        cluster.trace_parts(plan, todo, writer, bar)
-    else:
-        with torch_threads(cfg.threads):
-            for part in todo:
-                tables, vectors, sent_range = trace_plan_part(model, plan, plan.chunk(part), training, bar)
-                writer.write_part(part, tables, vectors, sent_range)
-    bar.close()
+    try:
+        if cluster is not None:
+            cluster.trace_parts(plan, todo, writer, bar)
+        else:
+            with torch_threads(cfg.threads):
+                for part in todo:
+                    tables, vectors, sent_range = trace_plan_part(
+                        model, plan, plan.chunk(part), training, bar
+                    )
+                    writer.write_part(part, tables, vectors, sent_range)
+    except BaseException:
+        bar.leave = False  # an error's one line is not left beside a half bar
+        raise
+    finally:
+        bar.close()
     n_skipped = writer.count_rows("skipped")
     sentences = writer.read("sentences", ["hypothesis", "reference"])
     with_ref = [(h, r) for h, r in zip(*sentences, strict=True) if r is not None]

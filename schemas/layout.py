@@ -34,6 +34,7 @@ TMP_MARK = ".tmp-"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 CRASH_ENV = "BEAMSCOPE_CRASH_AT"
 CRASH_ONCE_ENV = "BEAMSCOPE_CRASH_ONCE"
+CRASH_MODE_ENV = "BEAMSCOPE_CRASH_MODE"
 _passes: dict[str, int] = {}
 
 
@@ -43,7 +44,8 @@ def crash_point(name: str) -> None:
     parquet / manifest / duckdb (a temporary file written, not yet renamed), lance_delete (a part's
     old vectors deleted, new ones not added), lance_add, migrate. Without the variable it does
     nothing. With ``BEAMSCOPE_CRASH_ONCE=FILE`` too, only the first process to get there is killed
-    (it creates FILE first): a restarted Ray worker then goes on."""
+    (it creates FILE first): a restarted Ray worker then goes on. ``BEAMSCOPE_CRASH_MODE=raise``
+    raises a RuntimeError there instead (an error in the model's code)."""
     spec = os.environ.get(CRASH_ENV)
     if not spec or not spec.startswith(name + ":"):
         return
@@ -56,6 +58,8 @@ def crash_point(name: str) -> None:
             os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             return
+    if os.environ.get(CRASH_MODE_ENV) == "raise":
+        raise RuntimeError(f"planted failure at {spec}")
     os.kill(os.getpid(), signal.SIGKILL)
 
 

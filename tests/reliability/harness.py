@@ -42,10 +42,11 @@ def _context() -> Any:
     return _CTX
 
 
-def _child(argv: list[str], crash_at: str | None, log: str) -> None:
+def _child(argv: list[str], crash_at: str | None, log: str, env: dict[str, str]) -> None:
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
+    os.environ.update(env)
     if crash_at:
         os.environ[CRASH_ENV] = crash_at
     else:
@@ -61,9 +62,12 @@ def _child(argv: list[str], crash_at: str | None, log: str) -> None:
     os._exit(code)
 
 
-def start_cli_child(argv: list[str], log: Path, crash_at: str | None = None) -> Any:
-    """Start ``beamscope ARGV`` in a forked child and return its ``multiprocessing.Process``."""
-    proc = _context().Process(target=_child, args=(argv, crash_at, str(log)))
+def start_cli_child(
+    argv: list[str], log: Path, crash_at: str | None = None, env: dict[str, str] | None = None
+) -> Any:
+    """Start ``beamscope ARGV`` in a forked child (with ``env`` added to its environment) and return
+    its ``multiprocessing.Process``."""
+    proc = _context().Process(target=_child, args=(argv, crash_at, str(log), env or {}))
     proc.start()
     return proc
 
@@ -75,13 +79,14 @@ def run_cli_child(
     kill_after: float | None = None,
     kill_when: Callable[[], bool] | None = None,
     timeout: float = 300,
+    env: dict[str, str] | None = None,
 ) -> int:
     """Run ``beamscope ARGV`` in a forked child and return its exit code (-9: SIGKILLed).
 
     ``crash_at`` sets the crash hook; ``kill_after`` seconds after the start (or after
     ``kill_when()`` first holds) the parent sends SIGKILL, unless the child has ended.
     """
-    proc = start_cli_child(argv, log, crash_at)
+    proc = start_cli_child(argv, log, crash_at, env)
     deadline = time.monotonic() + timeout
     if kill_when is not None:
         while proc.is_alive() and not kill_when() and time.monotonic() < deadline:
