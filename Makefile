@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[hf,dashboard,test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[hf,dashboard,ray,s3,test]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -323,8 +323,9 @@ def _trace(a: argparse.Namespace) -> int:
 
 def _index(a: argparse.Namespace) -> int:
     from pipeline.neighbours import KINDS, build_bank
+    from pipeline.writer import DEFAULT_MIN_ROWS, build_indexes
+    from schemas.layout import warehouse_root
     from warehouse import open_warehouse
-    from warehouse.vectors import DEFAULT_MIN_ROWS, build_indexes
 
     with open_warehouse(a.warehouse) as wh:
         runs = [wh.resolve_run(r) for r in a.run] if a.run else wh.run_ids()
@@ -335,12 +336,12 @@ def _index(a: argparse.Namespace) -> int:
             )["run_id"].to_list()
         )
     min_rows = DEFAULT_MIN_ROWS if a.min_rows is None else a.min_rows
-    for r in build_indexes(Path(a.warehouse), runs, min_rows):
+    for r in build_indexes(warehouse_root(a.warehouse), runs, min_rows):
         what = f"{r.params['scalar_indexes']} built in {r.seconds:.1f}s" if r.built else "no index needed"
         print(f"{r.table}: {r.rows} vectors, {what}")
     for run in (r for r in runs if r in train):
         for kind in KINDS:
-            info = build_bank(Path(a.warehouse), run, kind, a.bank_size)
+            info = build_bank(warehouse_root(a.warehouse), run, kind, a.bank_size)
             print(f"neighbour bank: {info.describe()}, built in {info.build_seconds:.1f}s")
     return 0
 
@@ -365,7 +366,7 @@ def _sql(a: argparse.Namespace) -> int:
     import duckdb
     import polars as pl
 
-    from schemas.layout import atomic_path
+    from pipeline.writer import atomic_path
     from warehouse.sandbox import SafeSQL
     from warehouse.views import damaged_part_error
 

@@ -11,10 +11,10 @@ from pipeline.models import load_model, resolve_device
 from pipeline.neighbours import KINDS, bank_info
 from pipeline.trace import TraceConfig, trace
 from pipeline.train import TrainConfig, train
+from pipeline.writer import build_indexes
 from schemas import CheckpointError
 from warehouse import open_warehouse, write_duckdb_file
 from warehouse.report import error_report, format_report
-from warehouse.vectors import build_indexes
 
 
 @dataclass(frozen=True)

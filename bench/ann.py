@@ -58,16 +58,11 @@ from lancedb.index import BTree
 from bench.common import CACHE, dates_model, traced_once
 from pipeline.beam import DecodeConfig
 from pipeline.models import load_model, resolve_device
-from pipeline.neighbours import Bank, BankInfo, banks_dir, build_bank, open_bank
-from schemas.layout import (
-    new_manifest,
-    open_vectors,
-    vector_table,
-    vectors_dir,
-    write_manifest,
-)
+from pipeline.neighbours import Bank, BankInfo, build_bank, open_bank
+from pipeline.writer import build_indexes, write_manifest
+from schemas.layout import banks_dir, new_manifest, open_vectors, vector_table, vectors_dir
 from warehouse.states import REFINE
-from warehouse.vectors import build_indexes, fetch
+from warehouse.vectors import fetch
 
 DEMO = Path("demo/warehouse")
 DEMO_TRAIN = "dates-transformer.dates-train-20000.train"

@@ -37,8 +37,9 @@ import pyarrow.parquet as pq
 
 from bench.common import CACHE, dates_model
 from dashboard import queries
+from pipeline.writer import write_manifest
 from schemas import PART_TABLES, TABLES
-from schemas.layout import part_path, read_manifest, run_dir, write_manifest
+from schemas.layout import part_path, read_manifest, run_dir
 from warehouse import open_warehouse
 from warehouse.marts import MARTS
 

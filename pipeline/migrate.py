@@ -21,16 +21,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beamscope import __version__
-from pipeline.writer import write_parquet
+from pipeline.writer import locked, remove_orphan_temps, write_manifest, write_parquet
 from schemas import SCHEMA_VERSION, TABLES, SchemaVersionError, WarehouseError
 from schemas.layout import (
     crash_point,
-    locked,
     migratable,
     part_path,
     read_manifest,
-    remove_orphan_temps,
-    write_manifest,
+    warehouse_root,
 )
 from schemas.tables import changes_since
 
@@ -52,7 +50,7 @@ class MigrationReport:
 
 def migrate(cfg: MigrateConfig) -> MigrationReport:
     """Bring the warehouse at ``cfg.warehouse`` to ``SCHEMA_VERSION`` (a no-op when it is there)."""
-    root = Path(cfg.warehouse)
+    root = warehouse_root(cfg.warehouse)
     with locked(root) if root.is_dir() else contextlib.nullcontext():  # else read_manifest explains
         manifest = read_manifest(root, any_version=True)
         version = manifest["schema_version"]

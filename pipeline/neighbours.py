@@ -21,9 +21,10 @@ traced, and recorded in ``runs.neighbours_run``; every reader takes it from ther
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import secrets
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -36,16 +37,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.writer import save_bank
 from schemas import WarehouseError
 from schemas.layout import (
     MANIFEST,
-    atomic_path,
-    atomic_write_text,
-    locked,
+    banks_dir,
+    connect_vectors,
+    is_remote,
     open_vectors,
     read_manifest,
     vector_table,
-    vectors_dir,
 )
 
 Kind = Literal["encoder", "decoder"]
@@ -60,10 +61,6 @@ _SOURCE = {  # the LanceDB table, filter (None: the last layer) and label column
     "encoder": ("encoder_states", None, "token", "src_pos"),
     "decoder": ("decoder_states", "decoding = 'ref'", "next_token", "step"),
 }
-
-
-def banks_dir(root: Path, run_id: str) -> Path:
-    return Path(root) / "banks" / run_id
 
 
 @dataclass(frozen=True)
@@ -130,7 +127,7 @@ def _label_codes(tokens: list[str], vocab: dict[str, int]) -> np.ndarray:
 def _batches(root: Path, run_id: str, kind: Kind) -> tuple[lancedb.table.Table, str, int]:
     """The LanceDB table of ``kind`` states of ``run_id``, the filter selecting them, their count."""
     name, where, _, _ = _SOURCE[kind]
-    tbl = open_vectors(lancedb.connect(str(vectors_dir(root))), vector_table(name, run_id))
+    tbl = open_vectors(connect_vectors(root), vector_table(name, run_id))
     if tbl is None:
         raise WarehouseError(f"run {run_id!r} has no stored {kind} states (traced with --no-vectors?)")
     if where is None:
@@ -217,7 +214,10 @@ def build_bank(
         build_seconds=round(time.perf_counter() - start, 3),
         files=("", ""),
     )
-    return _save_bank(root, info, faiss_index, rows, vocab)
+    meta = {k: v for k, v in asdict(info).items() if k != "files"}
+    return replace(
+        info, files=save_bank(root, run_id, kind, faiss_index, rows, {**meta, "vocab": list(vocab)})
+    )
 
 
 def _training_sample(
@@ -234,29 +234,6 @@ def _training_sample(
         if chosen.any():
             out.append(_vectors(batch.filter(pa.array(chosen))))
     return np.concatenate(out)
-
-
-def _save_bank(
-    root: Path, info: BankInfo, index: faiss.Index, rows: pa.Table, vocab: dict[str, int]
-) -> BankInfo:
-    """Write the index and row files under fresh names, then the json that points at them (the
-    commit: a reader sees the old bank or the new one, whole); the old files are then removed."""
-    d = banks_dir(root, info.run_id)
-    d.mkdir(parents=True, exist_ok=True)
-    build = secrets.token_hex(4)
-    files = (f"{info.kind}-{build}.faiss", f"{info.kind}-{build}.parquet")
-    with atomic_path(d / files[0]) as tmp:
-        faiss.write_index(index, str(tmp))
-    with atomic_path(d / files[1]) as tmp:
-        pq.write_table(rows, tmp, compression="zstd")
-    info = replace(info, files=files)
-    with locked(root):
-        meta = json.dumps({**asdict(info), "vocab": list(vocab)}, indent=1)
-        atomic_write_text(d / f"{info.kind}.json", meta)
-        for old in d.glob(f"{info.kind}-*"):
-            if old.name not in files:  # a reader that mapped them keeps its mapping
-                old.unlink(missing_ok=True)
-    return info
 
 
 def bank_info(root: Path, run_id: str, kind: Kind) -> BankInfo | None:
@@ -282,8 +259,9 @@ def open_bank(root: Path, run_id: str, kind: Kind) -> Bank | None:
         vocab = {t: i for i, t in enumerate(meta.pop("vocab"))}
         info = BankInfo(**{**meta, "files": tuple(meta["files"])})
         try:
-            index = faiss.read_index(str(d / info.files[0]), MMAP)
-            rows = pq.read_table(d / info.files[1])
+            index = faiss.read_index(str(_local(d / info.files[0])), MMAP)
+            with (d / info.files[1]).open("rb") as f:
+                rows = pq.read_table(f)
         except (RuntimeError, OSError, pa.ArrowException) as e:
             if attempt == 0 and not (d / info.files[0]).exists():
                 continue
@@ -294,6 +272,21 @@ def open_bank(root: Path, run_id: str, kind: Kind) -> Bank | None:
             info, index, rows["sent_id"].to_numpy(), rows["pos"].to_numpy(), rows["label"].to_numpy(), vocab
         )
     return None
+
+
+def _local(path: Path) -> Path:
+    """``path`` itself, or for a bank in S3 its copy in the local cache (bank files are never
+    rewritten under the same name, so a copy stays valid); memory-mapping needs a local file."""
+    if not is_remote(path):
+        return path
+    cache = Path(os.environ.get("BEAMSCOPE_CACHE", Path.home() / ".cache" / "beamscope")) / "banks"
+    local = cache / hashlib.sha256(str(path).encode()).hexdigest()[:24] / path.name
+    if not local.exists():
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(f".{local.name}.{os.getpid()}")
+        path.fs.get_file(path.path, str(tmp))
+        os.replace(tmp, local)
+    return local
 
 
 @dataclass
@@ -344,7 +337,7 @@ def resolve_training_run(
     """
     if asked in (None, "none") or (asked == "auto" and split == "train"):
         return None
-    runs = read_manifest(root)["runs"] if (Path(root) / MANIFEST).is_file() else {}
+    runs = read_manifest(root)["runs"] if (root / MANIFEST).is_file() else {}
     if asked != "auto":
         run = runs.get(asked)
         if run is None or run.get("status") != "complete":

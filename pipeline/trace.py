@@ -37,7 +37,7 @@ from pipeline.ray_engine import Cluster, RayEngine, connect_cluster
 from pipeline.records import PartBuilder, Traced, vocabulary
 from pipeline.writer import RunWriter, run_row
 from schemas import ConfigError
-from schemas.layout import crash_point
+from schemas.layout import crash_point, warehouse_root
 from schemas.tables import VECTOR_DTYPES
 
 
@@ -143,7 +143,7 @@ class TracePlan:
 
     @property
     def root(self) -> Path:
-        return Path(self.cfg.warehouse)
+        return warehouse_root(self.cfg.warehouse)
 
     def chunk(self, part: int) -> list[Example]:
         size = self.cfg.part_size
@@ -213,7 +213,7 @@ def _plan(cfg: TraceConfig, model: Seq2SeqAdapter, corpus: Corpus) -> tuple[Trac
     """The run's plan (its ``runs`` row included) and its fingerprint (what a resume must match)."""
     dec = cfg.decoding.check(model.vocab_size)
     run_id = cfg.run_name or default_run_id(model, corpus)
-    root = Path(cfg.warehouse)
+    root = warehouse_root(cfg.warehouse)
     model_hash = getattr(model, "hash", "")
     neighbours_run = resolve_training_run(root, run_id, model_hash, corpus.split, cfg.neighbours_run)
     options = {

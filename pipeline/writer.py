@@ -1,44 +1,149 @@
-"""Writing a run into a warehouse: Parquet parts, LanceDB vectors, the manifest.
+"""The one place that writes a warehouse: Parquet parts, LanceDB vectors and their scalar
+indexes, neighbour banks, the manifest and ``beamscope.duckdb``. Both trace engines, what-if,
+``index`` and ``migrate`` write through here; readers (``warehouse/``) never write.
+
+A warehouse is a local directory or an S3 prefix (``schemas.layout.warehouse_root``). Every file
+is replaced atomically: locally a temporary sibling is renamed over it; on S3 a file written
+locally is sent in one PUT (an object is whole or absent). Whoever rewrites the manifest holds
+the writer lock: an advisory ``flock`` locally, a create-only ``.lock`` object on S3.
 
 Idempotent by construction, so a killed trace resumes to exactly the rows of an
-uninterrupted one: a Parquet part is written under a temporary name and renamed (a part
-file is complete or absent); the vectors of a part are deleted by ``sent_id`` range before
-they are added (a Lance commit is atomic); a part counts as done only once the manifest,
-itself replaced atomically under the writer lock, says so.
+uninterrupted one: a part file is complete or absent and rewriting it gives the same file; the
+vectors of a part are deleted by ``sent_id`` range before they are added (a Lance commit is
+atomic); a part counts as done only once the manifest, replaced under the writer lock, says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import json
+import os
+import secrets
 import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lancedb
+import duckdb
+import faiss
 import pyarrow as pa
 import pyarrow.parquet as pq
+from lancedb.index import Bitmap, BTree
+from tqdm import tqdm
 
 from beamscope import __version__
 from schemas import SCHEMA_VERSION, TABLES, VECTOR_TABLES, WarehouseError
 from schemas.layout import (
-    atomic_path,
+    DUCKDB_FILE,
+    MANIFEST,
+    TMP_MARK,
+    banks_dir,
     check_run_id,
+    connect_vectors,
     crash_point,
-    locked,
+    is_remote,
     new_manifest,
     open_vectors,
     part_path,
     read_manifest,
-    remove_orphan_temps,
     run_dir,
     staging_dir,
     staging_path,
     vector_table,
-    vectors_dir,
-    write_manifest,
 )
+
+LOCK_STALE_S = 600.0  # an S3 writer lock older than this was left by a killed writer
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary file for ``path``; on success it replaces ``path`` atomically."""
+    remote = is_remote(path)
+    if not remote:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=None if remote else path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o644)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        crash_point("manifest" if path.name == MANIFEST else path.suffix.lstrip(".") or "file")
+        if remote:
+            path.fs.put_file(str(tmp_path), path.path)  # one PUT: the old object or the new one
+        else:
+            os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def remove_orphan_temps(root: Path, recursive: bool = True) -> int:
+    """Delete temporary files a killed writer left behind; return how many (none on S3)."""
+    if is_remote(root):
+        return 0
+    n = 0
+    for p in (root.rglob if recursive else root.glob)(f".*{TMP_MARK}*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+@contextlib.contextmanager
+def locked(root: Path) -> Iterator[None]:
+    """Hold the warehouse's writer lock (an advisory lock on ``.lock``; on S3 a create-only object)."""
+    if is_remote(root):
+        with _remote_lock(root / ".lock"):
+            yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _remote_lock(lock: Any) -> Iterator[None]:
+    owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}).encode()
+    while True:
+        try:
+            with lock.fs.open(lock.path, "xb") as f:  # If-None-Match: * (fails if it exists)
+                f.write(owner)
+            break
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                modified = lock.fs.info(lock.path)["LastModified"].timestamp()
+                if time.time() - modified > LOCK_STALE_S:
+                    lock.fs.rm(lock.path)
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        lock.fs.rm(lock.path)
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    """Replace the manifest atomically. Call it under ``locked(root)``: it first deletes the
+    temporary manifests that writers killed before their rename left behind."""
+    if not is_remote(root):
+        for tmp in root.glob(f".{MANIFEST}{TMP_MARK}*"):
+            tmp.unlink(missing_ok=True)
+    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
@@ -67,7 +172,7 @@ class RunWriter:
     """Writes the parts of one run; ``begin`` registers (or resumes) it in the manifest."""
 
     def __init__(self, root: Path, run_id: str) -> None:
-        self.root, self.run_id = Path(root), check_run_id(run_id)
+        self.root, self.run_id = root, check_run_id(run_id)
         self._db: Any = None
         self.created_at = dt.datetime.now(dt.timezone.utc)
 
@@ -79,7 +184,7 @@ class RunWriter:
         with locked(self.root):
             if (self.root / "manifest.json").exists():
                 manifest = read_manifest(self.root)
-            elif any(self.root.iterdir()) and set(p.name for p in self.root.iterdir()) != {".lock"}:
+            elif self.root.exists() and {p.name for p in self.root.iterdir()} - {".lock"}:
                 raise WarehouseError(
                     "directory exists, is not empty and is not a beamscope warehouse", path=str(self.root)
                 )
@@ -192,17 +297,23 @@ class RunWriter:
 
     def count_rows(self, table: str) -> int:
         """Rows of ``table`` written for this run so far."""
-        d = run_dir(self.root, table, self.run_id)
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in d.glob("*.parquet")) if d.exists() else 0
+        return sum(pq.read_metadata(f).num_rows for f in self._parts(table))
 
     def read(self, table: str, columns: list[str]) -> list[list[Any]]:
         """Columns of ``table`` written for this run, as Python lists."""
-        t = pq.read_table(run_dir(self.root, table, self.run_id), columns=columns)
+        t = pa.concat_tables([pq.read_table(f, columns=columns) for f in self._parts(table)])
         return [t[c].to_pylist() for c in columns]
+
+    def _parts(self, table: str) -> Iterator[Any]:
+        """The open part files of ``table`` written for this run so far."""
+        d = run_dir(self.root, table, self.run_id)
+        for p in sorted(d.glob("*.parquet")) if d.exists() else ():
+            with p.open("rb") as f:
+                yield f
 
     def _vectors(self) -> Any:
         if self._db is None:
-            self._db = lancedb.connect(str(vectors_dir(self.root)))
+            self._db = connect_vectors(self.root)
         return self._db
 
     def finish(self, run_row: dict[str, Any], stats: dict[str, Any]) -> None:
@@ -213,9 +324,14 @@ class RunWriter:
             manifest = read_manifest(self.root)
             manifest["runs"][self.run_id].update(status="complete", **stats)
             write_manifest(self.root, manifest)
-        shutil.rmtree(staging_dir(self.root, self.run_id), ignore_errors=True)
-        with contextlib.suppress(OSError):  # the staging directory itself, once no run uses it
-            staging_dir(self.root, self.run_id).parent.rmdir()
+        staging = staging_dir(self.root, self.run_id)
+        if is_remote(staging):
+            with contextlib.suppress(FileNotFoundError):
+                staging.fs.rm(staging.path, recursive=True)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the staging directory itself, once no run uses it
+                staging.parent.rmdir()
 
 
 def run_row(**fields: Any) -> dict[str, Any]:
@@ -229,3 +345,94 @@ def run_row(**fields: Any) -> dict[str, Any]:
         "decoding": json.dumps(fields["decoding"], sort_keys=True),
         "options": json.dumps(fields["options"], sort_keys=True),
     }
+
+
+def save_bank(root: Path, run_id: str, kind: str, index: faiss.Index, rows: pa.Table, meta: dict) -> tuple:
+    """Write a neighbour bank's index and row files under fresh names, then ``<kind>.json`` (``meta``
+    with the file names: the commit; a reader sees the old bank or the new one, whole); the old
+    files are then removed. Returns the new files' names."""
+    d = banks_dir(root, run_id)
+    build = secrets.token_hex(4)
+    files = (f"{kind}-{build}.faiss", f"{kind}-{build}.parquet")
+    with atomic_path(d / files[0]) as tmp:
+        faiss.write_index(index, str(tmp))
+    with atomic_path(d / files[1]) as tmp:
+        pq.write_table(rows, tmp, compression="zstd")
+    with locked(root):
+        atomic_write_text(d / f"{kind}.json", json.dumps({**meta, "files": list(files)}, indent=1))
+        for old in d.glob(f"{kind}-*"):
+            if old.name not in files:  # a reader that mapped them keeps its mapping
+                old.unlink(missing_ok=True)
+    return files
+
+
+DEFAULT_MIN_ROWS = 100_000  # below this, a scan is fast enough and no index is built
+# Scalar indexes of the columns the dashboard filters and looks up by (those a table has).
+SCALAR_INDEXES = {"sent_id": "BTREE", "decoding": "BITMAP", "layer": "BITMAP"}
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    table: str
+    rows: int
+    built: bool
+    seconds: float
+    params: dict[str, int | str]
+
+
+def build_indexes(
+    root: Path, runs: list[str], min_rows: int = DEFAULT_MIN_ROWS, progress: bool = True
+) -> list[IndexReport]:
+    """Build (or rebuild) the scalar indexes (``SCALAR_INDEXES``) of every vector table of ``runs``
+    with at least ``min_rows`` rows, and record them in the manifest. Without a BTREE on
+    ``sent_id`` a key look-up scans the column (~85 ms at 2.64M rows, ~4 ms with it)."""
+    db = connect_vectors(root)
+    names = [vector_table(kind, run) for run in runs for kind in VECTOR_TABLES]
+    reports = []
+    for name in tqdm(names, desc="index", unit="table", disable=not progress):
+        tbl = open_vectors(db, name)
+        if tbl is None:
+            continue
+        rows = tbl.count_rows()
+        if rows < min_rows:
+            reports.append(IndexReport(name, rows, False, 0.0, {"scalar_indexes": "none (scans)"}))
+            continue
+        start = time.perf_counter()
+        scalar = {c: kind for c, kind in SCALAR_INDEXES.items() if c in tbl.schema.names}
+        for column, kind in scalar.items():
+            tbl.create_index(column, config=BTree() if kind == "BTREE" else Bitmap(), replace=True)
+        params = {"scalar_indexes": ", ".join(f"{c} {kind}" for c, kind in scalar.items())}
+        reports.append(IndexReport(name, rows, True, time.perf_counter() - start, params))
+    with locked(root):
+        manifest = read_manifest(root)
+        indexes = manifest.setdefault("indexes", {})
+        for r in reports:
+            indexes[r.table] = {"rows": r.rows, "built": r.built, **r.params}
+        write_manifest(root, manifest)
+    return reports
+
+
+def write_duckdb_file(root: Path, statements: list[str]) -> Path | None:
+    """(Re)write ``beamscope.duckdb`` with ``statements`` (views whose paths are relative to the
+    warehouse, so open it from inside the directory: ``cd WAREHOUSE && duckdb beamscope.duckdb``).
+    Replaced atomically. None for an S3 warehouse: plain ``duckdb`` could not read it without httpfs."""
+    if is_remote(root):
+        return None
+    target = root / DUCKDB_FILE
+    with locked(root):  # one writer at a time, so the temporary files of killed ones can go
+        for orphan in root.glob(f".{DUCKDB_FILE}{TMP_MARK}*"):
+            orphan.unlink(missing_ok=True)
+        with atomic_path(target) as tmp:
+            tmp.unlink()
+            con = duckdb.connect(str(tmp))
+            try:
+                con.execute(f"SET file_search_path = '{str(root.resolve()).replace(chr(39), chr(39) * 2)}'")
+                for stmt in statements:
+                    con.execute(stmt)
+                con.execute("RESET file_search_path")
+            finally:
+                con.close()
+            with contextlib.suppress(FileNotFoundError):
+                Path(str(tmp) + ".wal").unlink()
+            tmp.touch(exist_ok=True)
+    return target

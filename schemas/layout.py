@@ -6,21 +6,20 @@
     <warehouse>/tables/<table>/run=<run_id>/part-NNNNN.parquet
     <warehouse>/vectors/                                    LanceDB: <kind>__<run_id> tables
     <warehouse>/staging/<run_id>/<kind>-part-NNNNN.arrow    a Ray worker's vectors, until committed
+    <warehouse>/banks/<run_id>/<kind>.json (+ .faiss, .parquet)  neighbour banks of a training run
     <warehouse>/beamscope.duckdb                            views for plain `duckdb` users
 
 Every path inside is relative to the warehouse root, so the directory can be moved or copied.
+The root is a local directory or an S3 prefix (``warehouse_root``); the files in it are written
+by ``pipeline.writer`` only.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import re
 import signal
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +82,67 @@ def part_path(root: Path, table: str, run_id: str, part: int) -> Path:
     return run_dir(root, table, run_id) / f"part-{part:05d}.parquet"
 
 
+def warehouse_root(spec: str | os.PathLike[str]) -> Path:
+    """The warehouse at ``spec``: a local directory, or ``s3://bucket/prefix`` as a ``UPath`` over
+    s3fs (the ``Path`` methods beamscope uses work on it; endpoint and credentials come from the
+    usual AWS environment variables, e.g. ``AWS_ENDPOINT_URL``). The bucket is asked once, so a
+    missing bucket, missing credentials or an unreachable endpoint fail here, in one line."""
+    if is_remote(spec):
+        return spec  # type: ignore[return-value]
+    text = os.fspath(spec)
+    if not text.startswith("s3://"):
+        return Path(text)
+    from upath import UPath
+
+    root = UPath(
+        text.rstrip("/"),
+        use_listings_cache=False,  # other writers' files show at once
+        skip_instance_cache=True,
+        config_kwargs={"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}},
+    )
+    bucket = root.path.split("/")[0]
+    try:
+        root.fs.ls(bucket, refresh=True)
+    except FileNotFoundError:
+        raise WarehouseError(f"no such S3 bucket {bucket!r}", path=text) from None
+    except Exception as e:  # botocore's credential and endpoint errors are not OSErrors
+        raise WarehouseError(f"cannot reach S3: {type(e).__name__}: {_first_line(e)}", path=text) from None
+    return root
+
+
+def is_remote(path: object) -> bool:
+    """Whether ``path`` lives in object storage (a ``UPath`` of a protocol other than file)."""
+    return getattr(path, "protocol", "") not in ("", "file", "local")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
+
+
+def file_stamp(path: Path) -> tuple:
+    """What changes whenever ``path`` is replaced (its inode and time locally, its ETag on S3)."""
+    if is_remote(path):
+        return (path.fs.info(path.path)["ETag"],)
+    st = path.stat()
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def connect_vectors(root: Path) -> Any:
+    """The LanceDB connection of the warehouse's vectors (on S3 through Lance's own S3 support)."""
+    import lancedb
+
+    if not is_remote(root):
+        return lancedb.connect(str(vectors_dir(root)))
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    options = {"allow_http": "true"} if endpoint.startswith("http://") else None
+    return lancedb.connect(str(vectors_dir(root)), storage_options=options)
+
+
+def banks_dir(root: Path, run_id: str) -> Path:
+    """Where the neighbour banks of training run ``run_id`` live."""
+    return root / "banks" / run_id
+
+
 def staging_dir(root: Path, run_id: str) -> Path:
     return root / "staging" / run_id
 
@@ -107,51 +167,6 @@ def open_vectors(db: Any, name: str) -> Any:
         return db.open_table(name)
     except ValueError:
         return None
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path``; on success rename it over ``path`` (atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o644)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        crash_point("manifest" if path.name == MANIFEST else path.suffix.lstrip(".") or "file")
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def remove_orphan_temps(root: Path, recursive: bool = True) -> int:
-    """Delete temporary files a killed writer left behind; return how many."""
-    n = 0
-    for p in (root.rglob if recursive else root.glob)(f".*{TMP_MARK}*"):
-        if p.is_file():
-            p.unlink(missing_ok=True)
-            n += 1
-    return n
-
-
-@contextlib.contextmanager
-def locked(root: Path) -> Iterator[None]:
-    """Hold the warehouse's writer lock (an advisory lock on ``.lock``)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def new_manifest() -> dict[str, Any]:
@@ -231,11 +246,3 @@ def check_parts(root: Path, manifest: dict[str, Any]) -> None:
                     "restore them from a copy, or delete the run's directories and trace it again",
                     path=str(d),
                 )
-
-
-def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    """Replace the manifest atomically. Call it under ``locked(root)``: it first deletes the
-    temporary manifests that writers killed before their rename left behind."""
-    for tmp in root.glob(f".{MANIFEST}{TMP_MARK}*"):
-        tmp.unlink(missing_ok=True)
-    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))

@@ -67,3 +67,47 @@ def train_warehouse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path
     for name, corpus in (("train", "task:dates:train:120"), ("test", "task:dates:test:48")):
         trace_run(tiny_dir, corpus, root, name, DecodeConfig(beam=3, topk=5, max_len=16), batch_size=32)
     return root
+
+
+@pytest.fixture(scope="session")
+def s3() -> dict[str, str]:
+    """A local S3-protocol server (moto in server mode on 127.0.0.1) with a bucket 'beamscope', and
+    the AWS environment variables that point at it (no S3 server package exists on this machine)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    proc = subprocess.Popen(server, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1).read()
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "moto server did not start"
+            time.sleep(0.05)
+    env = {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    boto3.client(
+        "s3",
+        endpoint_url=url,
+        **{k.lower(): env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
+        region_name="us-east-1",
+    ).create_bucket(Bucket="beamscope")
+    yield env
+    proc.terminate()
+    proc.wait(10)

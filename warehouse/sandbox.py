@@ -54,7 +54,7 @@ import duckdb
 import polars as pl
 
 from schemas.errors import QueryRefused, WarehouseError
-from schemas.layout import read_manifest
+from schemas.layout import is_remote, read_manifest, warehouse_root
 from warehouse.marts import mart_statements
 from warehouse.views import view_statements
 
@@ -107,7 +107,7 @@ class SafeSQL:
             raise ValueError("timeout_s must be positive")
         if max_rows < 0 or pool_size < 1:
             raise ValueError("max_rows must be >= 0 and pool_size >= 1")
-        self.root = Path(root)
+        self.root = warehouse_root(root)
         read_manifest(self.root)
         self.timeout_s = float(timeout_s)
         self.max_rows = int(max_rows)
@@ -123,7 +123,10 @@ class SafeSQL:
 
     def _setup(self, memory_limit: str | None, pool_size: int) -> None:
         con = self._con
-        tables = (self.root.resolve() / "tables").as_posix()
+        remote = is_remote(self.root)
+        tables = str(self.root / "tables") if remote else (self.root.resolve() / "tables").as_posix()
+        if remote:  # S3 is read through s3fs (no httpfs extension is installed), before the lock
+            con.register_filesystem(self.root.fs)
         for stmt in absolute_view_statements(self.root):
             con.execute(stmt)
         rows = con.execute("SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal").fetchall()
@@ -165,7 +168,8 @@ class SafeSQL:
             got = con.execute(f"SELECT current_setting('{name}')").fetchall()[0][0]
             if got != value:
                 raise WarehouseError(f"SQL sandbox: DuckDB setting {name} is {got!r}, not {value!r}")
-        manifest = _quote((self.root.resolve() / "manifest.json").as_posix())
+        root = self.root if is_remote(self.root) else self.root.resolve()
+        manifest = _quote(str(root / "manifest.json"))
         for probe in (f"SELECT * FROM read_text('{manifest}')", "SET enable_external_access = true"):
             try:
                 con.execute(probe).fetchall()

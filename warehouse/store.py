@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -12,21 +11,21 @@ from typing import Any, TypeVar
 import duckdb
 import polars as pl
 
+from pipeline import writer
 from schemas import TABLES, WarehouseError
 from schemas.layout import (
-    DUCKDB_FILE,
     MANIFEST,
-    TMP_MARK,
-    atomic_path,
     check_run_id,
-    locked,
+    connect_vectors,
+    file_stamp,
+    is_remote,
     part_path,
     read_manifest,
     run_dir,
-    vectors_dir,
+    warehouse_root,
 )
-from warehouse.marts import MARTS, mart_sql, takes_run_filter
-from warehouse.views import create_views
+from warehouse.marts import MARTS, mart_sql, mart_statements, takes_run_filter
+from warehouse.views import create_views, damaged_part_error, view_statements
 
 MEMO_SIZE = 256  # results ``Warehouse.memo`` keeps
 T = TypeVar("T")
@@ -37,9 +36,11 @@ class Warehouse:
     """A read-only view of a warehouse directory: SQL over its tables, its runs, its vectors."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = warehouse_root(root)
         self.manifest = read_manifest(self.root)
         self.con = duckdb.connect(":memory:")
+        if is_remote(self.root):  # DuckDB reads S3 through s3fs (no httpfs extension is installed)
+            self.con.register_filesystem(self.root.fs)
         self.con.execute("SET parquet_metadata_cache = true")  # part footers are read once
         create_views(self.con, self.root)
         self._parts: dict[str, int] | None = None
@@ -97,8 +98,7 @@ class Warehouse:
     def run_ids(self) -> list[str]:
         """The complete runs, oldest first; re-read when the manifest was replaced (a run that
         completes rewrites it), so the many calls of a web page cost a ``stat``."""
-        st = (self.root / MANIFEST).stat()
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        stamp = file_stamp(self.root / MANIFEST)
         with self._lock:
             if self._run_ids is not None and self._run_ids[0] == stamp:
                 return list(self._run_ids[1])
@@ -136,10 +136,9 @@ class Warehouse:
         )
         if path is None or not path.is_file():
             path = run_dir(self.root, table, run) / "*.parquet"
-        return (
-            f"read_parquet('{str(path.resolve() if path.exists() else path).replace(chr(39), chr(39) * 2)}', "
-            "hive_partitioning = false)"
-        )
+        elif not is_remote(path):
+            path = path.resolve()
+        return f"read_parquet('{str(path).replace(chr(39), chr(39) * 2)}', hive_partitioning = false)"
 
     def _part_sizes(self) -> dict[str, int]:
         if self._parts is None:
@@ -151,9 +150,7 @@ class Warehouse:
 
     def vectors(self) -> Any:
         """The LanceDB connection of the warehouse's vectors."""
-        import lancedb
-
-        return lancedb.connect(str(vectors_dir(self.root)))
+        return connect_vectors(self.root)
 
     def close(self) -> None:
         self.con.close()
@@ -169,26 +166,12 @@ def open_warehouse(root: str | Path) -> Warehouse:
     return Warehouse(root)
 
 
-def write_duckdb_file(root: str | Path) -> Path:
-    """(Re)write ``beamscope.duckdb`` with the views, for plain ``duckdb`` users.
-
-    Its views use paths relative to the warehouse, so open it from inside the warehouse
-    directory (``cd WAREHOUSE && duckdb beamscope.duckdb``). Replaced atomically.
-    """
-    root = Path(root)
-    read_manifest(root)
-    target = root / DUCKDB_FILE
-    with locked(root):  # one writer at a time, so the temporary files of killed ones can go
-        for orphan in root.glob(f".{DUCKDB_FILE}{TMP_MARK}*"):
-            orphan.unlink(missing_ok=True)
-        with atomic_path(target) as tmp:
-            tmp.unlink()
-            con = duckdb.connect(str(tmp))
-            try:
-                create_views(con, root, relative=True)
-            finally:
-                con.close()
-            with contextlib.suppress(FileNotFoundError):
-                Path(str(tmp) + ".wal").unlink()
-            tmp.touch(exist_ok=True)
-    return target
+def write_duckdb_file(root: str | Path) -> Path | None:
+    """(Re)write ``beamscope.duckdb`` with the views and marts, for plain ``duckdb`` users (paths
+    relative to the warehouse; none for an S3 warehouse): see ``pipeline.writer.write_duckdb_file``."""
+    root = warehouse_root(root)
+    statements = view_statements(root, relative=True) + mart_statements()
+    try:
+        return writer.write_duckdb_file(root, statements)
+    except duckdb.Error as e:
+        raise damaged_part_error(e) or e from None

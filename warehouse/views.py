@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from schemas import TABLES, WarehouseError
-from schemas.layout import check_parts, read_manifest, table_glob
+from schemas.layout import check_parts, is_remote, read_manifest, table_glob
 from warehouse.marts import mart_statements
 
 _SQL_TYPES = {
@@ -53,7 +53,7 @@ def view_statements(root: Path, relative: bool = False) -> list[str]:
         glob = table_glob(name)
         has_parts = any((root / "tables" / name).glob("*/*.parquet"))
         source = (
-            f"SELECT * FROM read_parquet('{_quote(glob if relative else str(root.resolve() / glob))}', "
+            f"SELECT * FROM read_parquet('{_quote(glob if relative else str(_absolute(root) / glob))}', "
             "hive_partitioning = false, "
             "union_by_name = true)"
             if has_parts
@@ -111,6 +111,10 @@ def damaged_part_error(e: duckdb.Error) -> WarehouseError | None:
         f"{run.group(1) if run else '?'}'s directories and trace it again",
         path=path,
     )
+
+
+def _absolute(root: Path) -> Path:
+    return root if is_remote(root) else root.resolve()
 
 
 def _quote(s: str) -> str:

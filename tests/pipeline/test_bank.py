@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.neighbours import bank_info, banks_dir, build_bank, open_bank, training_states
+from pipeline.neighbours import bank_info, build_bank, open_bank, training_states
 from schemas import WarehouseError
+from schemas.layout import banks_dir
 from tests.warehouse.test_vectors import DIM, HALF, RUN, STEPS, decoder_table
 
 K = 10

@@ -19,13 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lancedb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemas import KEYS, TABLES
-from schemas.layout import CRASH_ENV, TMP_MARK, vector_table, vectors_dir
+from schemas.layout import CRASH_ENV, TMP_MARK, connect_vectors, run_dir, vector_table
 
 VECTOR_KEYS = {
     "encoder_states": ("sent_id", "src_pos", "layer"),
@@ -120,7 +119,8 @@ def temp_files(root: Path) -> list[Path]:
 
 def parquet_rows(root: Path, table: str, run: str) -> pa.Table:
     """Every row of ``table`` for ``run``, sorted by every non-list, non-float16 column (times dropped)."""
-    t = pq.read_table(root / "tables" / table / f"run={run}")
+    parts = sorted(run_dir(root, table, run).glob("*.parquet"))  # a local or an S3 warehouse
+    t = pa.concat_tables([pq.read_table(p.open("rb")) for p in parts])
     if table == "runs":  # when it ran and on which engine
         options = [
             json.dumps({k: v for k, v in json.loads(o).items() if k != "engine"})
@@ -133,7 +133,7 @@ def parquet_rows(root: Path, table: str, run: str) -> pa.Table:
 
 
 def vector_rows(root: Path, kind: str, run: str) -> pa.Table:
-    t = lancedb.connect(str(vectors_dir(root))).open_table(vector_table(kind, run)).to_arrow()
+    t = connect_vectors(root).open_table(vector_table(kind, run)).to_arrow()
     keys = [c for c in t.column_names if c != "vector"]
     return t.sort_by([(k, "ascending") for k in keys])
 

@@ -7,9 +7,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from pipeline.writer import build_indexes, write_manifest
 from schemas import decoder_states_schema
-from schemas.layout import new_manifest, read_manifest, vector_table, vectors_dir, write_manifest
-from warehouse.vectors import build_indexes, fetch
+from schemas.layout import new_manifest, read_manifest, vector_table, vectors_dir
+from warehouse.vectors import fetch
 
 DIM = 32
 SENTENCES = 200
