@@ -96,7 +96,8 @@ def _upgrade_part(path: Path, table: str, version: int) -> bool:
     """Rewrite one part with the current schema; False if it has it already."""
     schema, changes = TABLES[table], changes_since(version)
     try:
-        old_schema = pq.read_schema(path)
+        with path.open("rb") as f:  # a local or an S3 warehouse
+            old_schema = pq.read_schema(f)
     except (pa.ArrowException, OSError) as e:
         raise WarehouseError(f"damaged Parquet part ({e})", path=str(path)) from None
     names = old_schema.names
@@ -108,7 +109,8 @@ def _upgrade_part(path: Path, table: str, version: int) -> bool:
             f"unexpected columns for schema version {version} of table {table}: {', '.join(names)}",
             path=str(path),
         )
-    old = pq.read_table(path)
+    with path.open("rb") as f:
+        old = pq.read_table(f)
     columns = [
         old[f.name].cast(f.type) if f.name in names else pa.nulls(old.num_rows, f.type) for f in schema
     ]
@@ -140,9 +142,10 @@ def _derive_run_table(root: Path, table: str, run: str) -> None:
         tokens: dict[int, str] = {}
         for source, id_col, token_col in sources:
             for part in sorted((root / "tables" / source / f"run={run}").glob("*.parquet")):
-                if token_col not in pq.read_schema(part).names:
-                    continue
-                t = pq.read_table(part, columns=[id_col, token_col])
+                with part.open("rb") as f:
+                    if token_col not in pq.read_schema(f).names:
+                        continue
+                    t = pq.read_table(f, columns=[id_col, token_col])
                 ids, toks = t[id_col].combine_chunks(), t[token_col].combine_chunks()
                 if pa.types.is_list(ids.type):
                     ids, toks = ids.flatten(), toks.flatten()

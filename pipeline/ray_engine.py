@@ -180,9 +180,14 @@ class PartTracer:
         return out
 
 
+# the S3 endpoint and region a driver was pointed at; credentials are not sent (workers use their own)
+FORWARDED_AWS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
+
+
 def forwarded_env() -> dict[str, str]:
-    """The driver's ``BEAMSCOPE_*`` settings (the crash hook's among them), which workers get too."""
-    return {k: v for k, v in os.environ.items() if k.startswith("BEAMSCOPE_")}
+    """What workers get of the driver's environment: its ``BEAMSCOPE_*`` settings (the crash hook's
+    among them) and its S3 endpoint and region."""
+    return {k: v for k, v in os.environ.items() if k.startswith("BEAMSCOPE_") or k in FORWARDED_AWS}
 
 
 class Cluster:

@@ -58,7 +58,7 @@ from schemas.layout import (
     vector_table,
 )
 
-LOCK_STALE_S = 600.0  # an S3 writer lock older than this was left by a killed writer
+LOCK_STALE_S = 120.0  # an S3 writer lock older than this was left by a killed writer (held: ms)
 
 
 @contextlib.contextmanager
@@ -127,14 +127,24 @@ def _remote_lock(lock: Any) -> Iterator[None]:
             break
         except FileExistsError:
             with contextlib.suppress(FileNotFoundError):
-                modified = lock.fs.info(lock.path)["LastModified"].timestamp()
-                if time.time() - modified > LOCK_STALE_S:
+                if _stale(lock):
                     lock.fs.rm(lock.path)
             time.sleep(0.05)
     try:
         yield
     finally:
         lock.fs.rm(lock.path)
+
+
+def _stale(lock: Any) -> bool:
+    """Whether an S3 writer lock was left by a killed writer (or is no lock of ours: a local
+    warehouse's flock file copied along)."""
+    try:
+        owner = json.loads(lock.fs.cat_file(lock.path))
+        taken = float(owner["at"])
+    except (ValueError, KeyError, TypeError):
+        return True
+    return time.time() - taken > LOCK_STALE_S
 
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
@@ -277,7 +287,9 @@ class RunWriter:
         """Move a part's staged vectors into LanceDB and mark the part done."""
         paths = {kind: staging_path(self.root, self.run_id, kind, part) for kind in VECTOR_TABLES}
         staged = {
-            k: pa.ipc.open_file(pa.memory_map(str(p))).read_all() for k, p in paths.items() if p.exists()
+            k: pa.ipc.open_file(pa.py_buffer(p.read_bytes())).read_all()
+            for k, p in paths.items()
+            if p.exists()
         }
         self.write_vectors(staged, sent_range)
         self.mark_done(part)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.layout import CRASH_ENV, CRASH_MODE_ENV, CRASH_ONCE_ENV
+from schemas.layout import CRASH_ENV, CRASH_MODE_ENV, CRASH_ONCE_ENV, warehouse_root
 from tests.helpers import BEAMSCOPE, assert_one_line_error, run_cli, trace_run
 from tests.reliability.harness import compare_runs, parts_done, run_cli_child
 
@@ -36,15 +36,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> str:
+def cluster(tmp_path_factory: pytest.TempPathFactory, s3: dict[str, str]) -> str:
     """The address of a Ray head started for this module (stopped after it), with token
-    authentication (Ray's default for ``ray start``): its token travels in ``RAY_ENV``."""
+    authentication (Ray's default for ``ray start``): its token travels in ``RAY_ENV``. Its
+    workers have credentials for the local S3 server (``s3``), as a cluster's nodes would."""
     port = _free_port()
     temp = tmp_path_factory.mktemp("ray")
     token = temp / "token"
     token.write_text(secrets.token_hex(32))
     RAY_ENV.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BEAMSCOPE_")} | RAY_ENV
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BEAMSCOPE_")} | RAY_ENV | s3
     start = [RAY, "start", "--head", f"--port={port}", "--num-cpus=2"]
     start += ["--object-store-memory=100000000", "--include-dashboard=false", "--disable-usage-stats"]
     start += [f"--temp-dir={temp}"]
@@ -132,6 +133,17 @@ def test_the_driver_killed_mid_run_resumes_by_part_and_is_row_equal(
     proc = _run(argv)
     assert proc.returncode == 0, proc.stderr
     compare_runs(local, root, RUN)
+
+
+def test_ray_workers_write_an_s3_warehouse_row_equal(cluster, s3, base, local, tiny_dir, monkeypatch) -> None:
+    for k, v in s3.items():
+        monkeypatch.setenv(k, v)
+    remote = warehouse_root("s3://beamscope/ray")
+    remote.fs.put(f"{base}/", remote.path, recursive=True)  # the training run and its banks
+    proc = _run(_ray_argv(tiny_dir, remote, cluster), s3)
+    assert proc.returncode == 0, proc.stderr
+    compare_runs(local, remote, RUN)
+    assert not remote.fs.exists(f"{remote.path}/staging")
 
 
 def test_an_error_in_the_model_code_fails_the_run_with_one_line(cluster, base, tiny_dir, tmp_path) -> None:
