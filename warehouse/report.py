@@ -47,8 +47,9 @@ def error_report(wh: Warehouse, run: str | None = None, top: int = 10) -> ErrorR
         [run_id],
     ).row(0, named=True)
     summary = wh.mart("error_summary", run_id)
-    stages = summary.filter(pl.col("kind") == "stage").drop("kind").sort("n", descending=True)
-    tags = summary.filter(pl.col("kind") == "tag").drop("kind").sort("n", descending=True)
+    ranked = summary.sort(["n", "name"], descending=[True, False])  # ties in name order: stable output
+    stages = ranked.filter(pl.col("kind") == "stage").drop("kind")
+    tags = ranked.filter(pl.col("kind") == "tag").drop("kind")
     confusions = wh.sql(
         "SELECT ref_token, hyp_token, n, example_sent_ids, mean_ref_rank FROM token_confusions "
         "WHERE run_id = ? ORDER BY n DESC, ref_token, hyp_token LIMIT ?",
@@ -167,8 +168,9 @@ def compare_runs(wh: Warehouse, run_a: str, run_b: str, samples: int = 1000) -> 
     conf = "SELECT ref_token, hyp_token, n FROM token_confusions WHERE run_id = ?"
     ca, cb = wh.sql(conf, [a]), wh.sql(conf, [b])
     keys = ["ref_token", "hyp_token"]
-    gone = ca.join(cb, on=keys, how="anti").sort("n", descending=True)
-    new = cb.join(ca, on=keys, how="anti").sort("n", descending=True)
+    order = {"by": ["n", *keys], "descending": [True, False, False]}
+    gone = ca.join(cb, on=keys, how="anti").sort(**order)
+    new = cb.join(ca, on=keys, how="anti").sort(**order)
     return Comparison(a, b, scores, fixed, broken, gone, new)
 
 

@@ -63,7 +63,8 @@ def test_sql_and_errors_read_an_s3_warehouse_back(traced, s3) -> None:
         "SELECT run_id, count(*) AS n, sum(exact_match::INT) AS exact FROM sentences GROUP BY 1 ORDER BY 1"
     )
     answers = []
-    for verb in (["sql", query, "--format", "csv"], ["errors", "--run", "test"]):
+    verbs = (["sql", query, "--format", "csv"], ["errors", "--run", "test"])
+    for verb in verbs:
         here = _cli(s3, verb[0], "--warehouse", str(traced), *verb[1:])
         there = _cli(s3, verb[0], "--warehouse", REMOTE, *verb[1:])
         assert here.returncode == 0 and there.returncode == 0, there.stderr
@@ -71,6 +72,8 @@ def test_sql_and_errors_read_an_s3_warehouse_back(traced, s3) -> None:
         answers.append(there.stdout)
     assert answers[0].splitlines()[1:] == ["test,48,0", "train,60,0"] or "test,48," in answers[0]
     assert answers[1].startswith("run test") and "sentences 48" in answers[1]
+    indexed = _cli(s3, "index", "--warehouse", REMOTE, "--run", "test", "--min-rows", "0")
+    assert indexed.returncode == 0 and "BTREE" in indexed.stdout, indexed.stderr
 
 
 def test_serve_reads_an_s3_warehouse(traced, s3_env) -> None:
