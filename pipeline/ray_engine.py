@@ -236,6 +236,8 @@ class Cluster:
                 part = int(row["part"])
                 writer.commit_staged(part, (int(row["lo"]), int(row["hi"])))
                 bar.update(len(plan.chunk(part)))
+        except BeamscopeError:  # the driver's own (committing a part)
+            raise
         except Exception as e:
             raise _worker_error(e) from None
 

@@ -4,13 +4,16 @@ SIGKILLed mid-part, the driver SIGKILLed mid-run, an error in the model's code, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,8 +54,32 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, s3: dict[str, str]) -> str
     start += [f"--temp-dir={temp}"]
     subprocess.run(start, check=True, capture_output=True, env=env, timeout=120)
     yield f"127.0.0.1:{port}"
-    subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120)
+    _stop_cluster(temp)
     RAY_ENV.clear()
+
+
+def _stop_cluster(temp: Path) -> None:
+    """Stop this module's cluster only (``ray stop`` would stop every Ray on the machine): the
+    processes whose command line names its temp directory, and their descendants."""
+    parents = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if proc.name.isdigit():
+            parents[int(proc.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), str(temp) in cmdline)
+    ours = {pid for pid, (_, named) in parents.items() if named}
+    while grown := {pid for pid, (ppid, _) in parents.items() if ppid in ours} - ours:
+        ours |= grown
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in ours:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in ours) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
