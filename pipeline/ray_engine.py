@@ -116,10 +116,9 @@ def connect_cluster(engine: RayEngine) -> Cluster:
                 ignore_reinit_error=True,
             )
         except ConnectionError as e:
+            unauthenticated = "Failed to connect" in str(e) and not os.environ.get("RAY_AUTH_MODE")
             hint = (
-                ""
-                if os.environ.get("RAY_AUTH_MODE")
-                else "; a cluster with token authentication needs RAY_AUTH_MODE=token"
+                "; a cluster with token authentication needs RAY_AUTH_MODE=token" if unauthenticated else ""
             )
             first = (str(e).splitlines() or [""])[0]
             raise ConfigError(
