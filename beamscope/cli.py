@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8050)
     p.add_argument("--token", default=None, help="access token (default: $BEAMSCOPE_TOKEN)")
     p.add_argument("--model", default=None, help="model directory for what-if (default: each run's own)")
+    p.add_argument("--workers", type=int, default=1, help="server processes (gunicorn workers)")
+    p.add_argument("--threads", type=int, default=8, help="threads per server process")
     _add_device(p)
     p.set_defaults(handler=_serve)
 
@@ -429,7 +431,16 @@ def _compare(a: argparse.Namespace) -> int:
 def _serve(a: argparse.Namespace) -> int:
     from dashboard.server import serve
 
-    serve(a.warehouse, a.host, a.port, a.token, model=a.model, device=a.device)
+    serve(
+        a.warehouse,
+        a.host,
+        a.port,
+        a.token,
+        model=a.model,
+        device=a.device,
+        workers=a.workers,
+        threads=a.threads,
+    )
     return 0
 
 

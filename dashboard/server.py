@@ -1,16 +1,21 @@
-"""Serving the dashboard: loopback by default; a token on every request when bound elsewhere."""
+"""Serving the dashboard on gunicorn: loopback by default; a token on every request when bound
+elsewhere; user SQL in memory-capped worker processes (``warehouse.isolated``)."""
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
 import os
+from collections.abc import Callable
+from typing import Any
 
 from flask import Response, request
+from gunicorn.app.base import BaseApplication
 
 from dashboard.app import create_app
 from schemas import ConfigError
 from warehouse import open_warehouse
+from warehouse.isolated import IsolatedSQL
 from warehouse.store import CACHED_MARTS
 
 TOKEN_ENV = "BEAMSCOPE_TOKEN"
@@ -26,6 +31,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def required_token(host: str, token: str | None) -> str | None:
+    """The token (``token`` or $BEAMSCOPE_TOKEN); a non-loopback ``host`` must have one."""
+    token = token or os.environ.get(TOKEN_ENV)
+    if not is_loopback(host) and not token:
+        raise ConfigError(f"serving on {host} needs a token: pass --token or set {TOKEN_ENV}")
+    return token
+
+
 def build(
     warehouse: str,
     host: str = "127.0.0.1",
@@ -34,14 +47,13 @@ def build(
     device: str = "auto",
 ):
     """The Dash app for ``warehouse``; with a non-loopback ``host`` a token is required."""
-    token = token or os.environ.get(TOKEN_ENV)
-    if not is_loopback(host) and not token:
-        raise ConfigError(f"serving on {host} needs a token: pass --token or set {TOKEN_ENV}")
+    token = required_token(host, token)
     wh = open_warehouse(warehouse)
     if wh.run_ids():  # the newest run's overview is what users open first: compute its marts now
         for name in sorted(CACHED_MARTS):
             wh.mart(name, wh.run_ids()[-1])
-    app = create_app(wh, model=model, device=device)
+    # user SQL (console, explorer conditions) runs in memory-capped worker processes
+    app = create_app(wh, sandbox=IsolatedSQL(wh.root), model=model, device=device)
     if token:
         _require_token(app.server, token)
     return app
@@ -75,12 +87,39 @@ def serve(
     token: str | None = None,
     model: str | None = None,
     device: str = "auto",
+    workers: int = 1,
+    threads: int = 8,
 ) -> None:
-    app = build(warehouse, host, token, model, device)
+    """Serve on gunicorn (a production WSGI server): ``workers`` processes of ``threads`` threads,
+    each process with its own app (warehouse connection, SQL workers), built after the fork."""
+    if workers < 1 or threads < 1:
+        raise ConfigError(f"--workers and --threads must be at least 1 (got {workers}, {threads})")
+    token = required_token(host, token)  # refused before gunicorn starts
+    open_warehouse(warehouse).close()  # a bad warehouse is one line here, not a worker's traceback
+    options = {
+        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread",
+        "timeout": 120,  # what-if re-decoding may take a while
+        "graceful_timeout": 5,
+        "loglevel": "warning",
+    }
     where = f"http://{host}:{port}/"
-    print(
-        f"beamscope dashboard on {where}"
-        + (" (token required)" if token or os.environ.get(TOKEN_ENV) else ""),
-        flush=True,
-    )
-    app.run(host=host, port=port, debug=False, threaded=True)
+    print(f"beamscope dashboard on {where}" + (" (token required)" if token else ""), flush=True)
+    _Gunicorn(lambda: build(warehouse, host, token, model, device).server, options).run()
+
+
+class _Gunicorn(BaseApplication):
+    """gunicorn run from Python: ``factory`` builds the WSGI app in each worker process."""
+
+    def __init__(self, factory: Callable[[], Any], options: dict[str, Any]) -> None:
+        self.factory, self.options = factory, options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return self.factory()
