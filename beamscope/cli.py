@@ -429,7 +429,7 @@ def _compare(a: argparse.Namespace) -> int:
 
 
 def _serve(a: argparse.Namespace) -> int:
-    from dashboard.server import serve
+    from dashboard.wsgi import serve
 
     serve(
         a.warehouse,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +75,11 @@ def run_demo(cfg: DemoConfig) -> Path:
     query = "SELECT * FROM sentences WHERE NOT exact_match LIMIT 5"
     print(f'\ntry: beamscope sql --warehouse {warehouse} "{query}"')
     print(f"     beamscope errors --warehouse {warehouse} --run {runs[1]}")
-    if cfg.serve:
-        from dashboard.server import serve
-
-        serve(str(warehouse), "127.0.0.1", cfg.port, device=cfg.device)
+    if cfg.serve:  # a fresh process: this one has DuckDB and LanceDB loaded, which gunicorn must not fork
+        sys.stdout.flush()
+        serve = ["serve", "--warehouse", str(warehouse), "--port", str(cfg.port), "--device", cfg.device]
+        os.execv(
+            sys.executable,
+            [sys.executable, "-c", "import sys; from beamscope.cli import main; sys.exit(main())", *serve],
+        )
     return warehouse

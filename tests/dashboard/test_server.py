@@ -2,7 +2,8 @@
 
 import pytest
 
-from dashboard.server import build, is_loopback
+from dashboard.server import build
+from dashboard.wsgi import is_loopback
 from schemas import ConfigError
 
 
