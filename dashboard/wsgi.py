@@ -43,7 +43,7 @@ def serve(
     model: str | None = None,
     device: str = "auto",
     workers: int = 1,
-    threads: int = 8,
+    threads: int = 32,
 ) -> None:
     """Serve ``warehouse`` until interrupted; bad options and warehouses are refused first."""
     if workers < 1 or threads < 1:

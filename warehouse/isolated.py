@@ -61,9 +61,13 @@ def _worker(conn: Connection, root: str, timeout_s: float, max_rows: int, cap: i
             result.df.write_ipc(buf)
             conn.send(("ok", buf.getvalue(), result.truncated))
         except QueryRefused as e:
-            conn.send(("refused", str(e), e.reason))
+            exhausted = "Out of Memory" in str(e)
+            conn.send(("refused", _MEMORY if exhausted else str(e), e.reason))
+            if exhausted:  # what it freed may not come back below the cap: a new worker takes over
+                return
         except MemoryError:
             conn.send(("refused", _MEMORY, "error"))
+            return
 
 
 class _Worker:
@@ -77,6 +81,9 @@ class _Worker:
         if not self.conn.poll(timeout):
             raise EOFError
         self.conn.recv()
+
+    def alive(self) -> bool:
+        return self.proc.is_alive()
 
     def ask(self, query: str, wait: float) -> tuple:
         self.conn.send(query)
@@ -142,6 +149,9 @@ class IsolatedSQL:
                 "busy: every query slot is in use; try again in a moment", reason="busy"
             ) from None
         try:
+            if worker is not None and not worker.alive():  # ended after its last query (the cap)
+                self._replace(worker)
+                worker = None
             worker = worker or self._start()
             answer = worker.ask(query, self.timeout_s + GRACE_S)
         except TimeoutError:

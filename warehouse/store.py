@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 import duckdb
 import polars as pl
 
-from pipeline import writer
 from schemas import TABLES, WarehouseError
 from schemas.layout import (
     MANIFEST,
@@ -169,6 +168,8 @@ def open_warehouse(root: str | Path) -> Warehouse:
 def write_duckdb_file(root: str | Path) -> Path | None:
     """(Re)write ``beamscope.duckdb`` with the views and marts, for plain ``duckdb`` users (paths
     relative to the warehouse; none for an S3 warehouse): see ``pipeline.writer.write_duckdb_file``."""
+    from pipeline import writer  # only here: readers need none of the writer's libraries
+
     root = warehouse_root(root)
     statements = view_statements(root, relative=True) + mart_statements()
     try:
