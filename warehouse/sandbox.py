@@ -28,8 +28,8 @@
 Limits: a timer thread calls ``interrupt()`` on the query's connection after ``timeout_s`` seconds
 ("query timed out after N s"); at most ``max_rows`` rows come back (``max_rows + 1`` are fetched to
 tell whether the result was ``truncated``). ``memory_limit`` bounds DuckDB's buffer manager only: a
-single huge value (``repeat('x', 3000000000)``) is allocated outside it, so a server open to hostile
-users should also run under an operating-system memory limit (container, cgroup, ``ulimit -v``).
+single huge value (``repeat('x', 3000000000)``) is allocated outside it, so the dashboard runs user
+SQL through ``warehouse.isolated.IsolatedSQL``: this sandbox in memory-capped worker processes.
 
 Threads: one ``SafeSQL`` may be shared by every thread of a web server. It holds a pool of
 ``pool_size`` DuckDB cursors (connections to the same in-memory database, each with its own

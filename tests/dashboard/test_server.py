@@ -29,3 +29,53 @@ def test_every_request_needs_the_token(warehouse_dir) -> None:
     assert client.get("/_dash-layout").status_code == 200  # the cookie set by the first request
     fresh = app.server.test_client()
     assert fresh.get("/_dash-layout", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_the_console_survives_four_memory_bombs_while_pages_answer(server) -> None:
+    """Through the served app (gunicorn, the SQL console's callback): the queries fail one line
+    each in their memory-capped workers; the server keeps serving pages meanwhile."""
+    import threading
+    import time
+
+    from bench.dash_client import DashClient, HttpTransport
+    from tests.warehouse.test_isolated import BOMBS
+
+    host, port = server.removeprefix("http://").split(":")
+
+    def client() -> DashClient:
+        c = DashClient(HttpTransport(host, int(port), timeout=120))
+        c.load_dependencies()
+        return c
+
+    messages: dict[str, str] = {}
+
+    def bomb(query: str) -> None:
+        status, resp = client().call(
+            "sql", client().dep("sql-grid.rowData"), {"sql-run.n_clicks": 1}, {"sql-text.value": query}
+        )
+        assert status == 200, status
+        messages[query] = str(resp["response"]["sql-message"]["children"])
+
+    threads = [threading.Thread(target=bomb, args=(q,)) for q in BOMBS]
+    for t in threads:
+        t.start()
+    pages, reader = 0, client()
+    while any(t.is_alive() for t in threads):
+        assert reader.page("overview", "/") is not None  # answered, not an error
+        pages += 1
+        time.sleep(0.1)
+    for t in threads:
+        t.join()
+    assert pages >= 1 and set(messages) == set(BOMBS)
+    assert all("memory" in m.lower() or "busy" in m for m in messages.values()), messages
+    status, resp = reader.call(
+        "sql", reader.dep("sql-grid.rowData"), {"sql-run.n_clicks": 1}, {"sql-text.value": "SELECT 42 AS x"}
+    )
+    assert status == 200 and resp["response"].get("sql-message", {}).get("className") != "error"
+
+
+def test_served_by_gunicorn_not_the_development_server(server) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(server + "/_dash-layout", timeout=30) as r:
+        assert r.headers["Server"] == "gunicorn"
