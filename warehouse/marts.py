@@ -140,12 +140,13 @@ stats AS (
     SELECT t.run_id, 'ref_token_frequency' AS bucketing,
            CASE WHEN tr.train_run IS NULL THEN 'no training run' ELSE coalesce(b.bucket, '0') END AS bucket,
            CASE WHEN tr.train_run IS NULL THEN -1 ELSE coalesce(b.bucket_order, 0) END AS bucket_order,
-           sum(t.ref_tokens) AS ref_tokens, sum(t.hyp_tokens) AS hyp_tokens, sum(t.matched) AS matched,
+           sum(t.ref_tokens)::BIGINT AS ref_tokens, sum(t.hyp_tokens)::BIGINT AS hyp_tokens,
+           sum(t.matched)::BIGINT AS matched,
            NULL::BIGINT AS sentences, NULL::DOUBLE AS exact_match
     FROM by_token t JOIN training tr USING (run_id) LEFT JOIN buckets b USING (run_id, token) GROUP BY ALL
     UNION ALL
-    SELECT s.run_id, 'source_length', s.bucket, s.bucket_order, coalesce(l.ref_tokens, 0),
-           coalesce(l.hyp_tokens, 0), coalesce(l.matched, 0), s.sentences, s.exact_match
+    SELECT s.run_id, 'source_length', s.bucket, s.bucket_order, coalesce(l.ref_tokens, 0)::BIGINT,
+           coalesce(l.hyp_tokens, 0)::BIGINT, coalesce(l.matched, 0)::BIGINT, s.sentences, s.exact_match
     FROM (SELECT run_id, bucket, bucket_order, count(*) AS sentences, avg(exact_match::INT) AS exact_match
           FROM sents GROUP BY ALL) s
     LEFT JOIN by_length l USING (run_id, bucket))

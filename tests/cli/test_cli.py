@@ -125,3 +125,11 @@ def test_missing_model_and_foreign_warehouse(tmp_path) -> None:
     assert_one_line_error(
         run_cli("sql", "--warehouse", str(tmp_path / "foreign"), "SELECT 1"), "not a beamscope warehouse"
     )
+
+
+def test_errors_json_numbers_are_numbers(warehouse_dir) -> None:
+    proc = run_cli("errors", "--warehouse", str(warehouse_dir), "--run", "beam4", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    buckets = json.loads(proc.stdout)["buckets"]
+    assert buckets and all(isinstance(b["ref_tokens"], int) for b in buckets)  # not a DECIMAL's string
+    assert all(isinstance(b["f_measure"], float) for b in buckets if b["f_measure"] is not None)
