@@ -61,12 +61,12 @@ def _worker(conn: Connection, root: str, timeout_s: float, max_rows: int, cap: i
             result.df.write_ipc(buf)
             conn.send(("ok", buf.getvalue(), result.truncated))
         except QueryRefused as e:
-            exhausted = "Out of Memory" in str(e)
-            conn.send(("refused", _MEMORY if exhausted else str(e), e.reason))
-            if exhausted:  # what it freed may not come back below the cap: a new worker takes over
+            exhausted = "Out of Memory" in str(e)  # then it retires: what it freed may stay taken
+            conn.send(("refused", _MEMORY if exhausted else str(e), e.reason, exhausted))
+            if exhausted:
                 return
         except MemoryError:
-            conn.send(("refused", _MEMORY, "error"))
+            conn.send(("refused", _MEMORY, "error", True))
             return
 
 
@@ -154,6 +154,9 @@ class IsolatedSQL:
                 worker = None
             worker = worker or self._start()
             answer = worker.ask(query, self.timeout_s + GRACE_S)
+            if answer[0] == "refused" and answer[3]:  # the worker retires after this answer
+                self._replace(worker)
+                worker = None
         except TimeoutError:
             self._replace(worker)
             worker = None
