@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 
+import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
@@ -83,10 +84,20 @@ def bucket_chart(buckets: pl.DataFrame, bucketing: str, title: str) -> go.Figure
             text=[f"{n} tokens" for n in b["ref_tokens"]],
             hovertemplate="%{x}: F %{y:.3f} (%{text})<extra></extra>",
             marker_color="#9c755f",
+            error_y=_interval(b, "f_measure", "f_low", "f_high"),
         )
     )
     fig.update_yaxes(range=[0, 1.05], title="token F-measure")
     return _layout(fig, title)
+
+
+def _interval(b: pl.DataFrame, value: str, low: str, high: str) -> dict | None:
+    """Plotly error bars from an interval's bounds (None when the frame has none)."""
+    if low not in b.columns:
+        return None
+    v, lo, hi = (b[c].cast(pl.Float64).to_numpy() for c in (value, low, high))
+    plus, minus = np.nan_to_num(np.clip(hi - v, 0, None)), np.nan_to_num(np.clip(v - lo, 0, None))
+    return {"type": "data", "symmetric": False, "array": plus.tolist(), "arrayminus": minus.tolist()}
 
 
 def safe(text: str) -> str:

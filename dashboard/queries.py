@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from schemas import BeamscopeError
 from warehouse import Warehouse
+from warehouse.intervals import bucket_intervals
 from warehouse.marts import STAGE_SQL
 from warehouse.sandbox import SafeSQL
 
@@ -56,7 +57,10 @@ def histogram(wh: Warehouse, run: str, column: str, width: float) -> pl.DataFram
 def buckets(wh: Warehouse, run: str) -> pl.DataFrame:
     cols = ["bucketing", "bucket", "bucket_order", "ref_tokens", "f_measure", "precision", "recall",
             "sentences", "exact_match"]  # fmt: skip
-    return wh.mart("bucket_accuracy", run).select(cols).sort("bucketing", "bucket_order")
+    rates = wh.mart("bucket_accuracy", run).select(cols)
+    return rates.join(bucket_intervals(wh, run), on=["bucketing", "bucket"], how="left").sort(
+        "bucketing", "bucket_order"
+    )
 
 
 def confusions(wh: Warehouse, run: str, top: int = 15) -> pl.DataFrame:

@@ -9,6 +9,8 @@
   token's frequency in the training run and by source-length bucket; source-length buckets
   also count their sentences and exact matches (a sentence lies in one length bucket but in
   many frequency buckets, so those two columns are NULL for frequency buckets).
+- ``sentence_buckets``: the counts ``bucket_accuracy`` sums, per sentence and bucket (what
+  ``warehouse.intervals`` resamples for bootstrap intervals).
 - ``attention_coverage``: per sentence, how much of the source the hypothesis attended
   (threshold: the run's ``taxonomy.coverage``).
 """
@@ -90,7 +92,7 @@ _LEN = _bucketing(
 # every scan is pruned to the run's files. Counts are taken as if every sentence had produced its
 # reference, then corrected by the few sentences that diverged: no (sentence, token) aggregation
 # over the whole step tables.
-BUCKET_ACCURACY = """
+_BUCKET_BASE = """
 WITH training AS (
     SELECT run_id, neighbours_run AS train_run FROM runs WHERE {run}),  -- the run's recorded training run
 buckets AS (
@@ -117,7 +119,10 @@ diverged AS (
 -- counts over every sentence as if it matched its reference, then corrected by the diverged ones
 fix AS (
     SELECT run_id, sent_id, token, -n_ref + n_hyp AS d_hyp, -n_ref + least(n_ref, n_hyp) AS d_matched
-    FROM diverged),
+    FROM diverged)"""
+BUCKET_ACCURACY = (
+    _BUCKET_BASE
+    + """,
 by_token AS (
     SELECT run_id, token, sum(n_ref) AS ref_tokens, sum(n_ref + d_hyp) AS hyp_tokens,
            sum(n_ref + d_matched) AS matched
@@ -154,12 +159,40 @@ SELECT *, matched / nullif(hyp_tokens, 0) AS precision, matched / nullif(ref_tok
        2 * matched / nullif(hyp_tokens + ref_tokens, 0) AS f_measure
 FROM stats
 """
-BUCKET_ACCURACY = (
-    BUCKET_ACCURACY.replace("{freq_bucket}", _FREQ[0])
-    .replace("{freq_order}", _FREQ[1])
-    .replace("{len_bucket}", _LEN[0])
-    .replace("{len_order}", _LEN[1])
 )
+# the same counts per sentence (what bucket_accuracy sums), for bootstrap intervals over sentences
+SENTENCE_BUCKETS = (
+    _BUCKET_BASE
+    + """,
+per_token AS (
+    SELECT run_id, sent_id, token, count(*) AS n_ref, 0 AS d_hyp, 0 AS d_matched FROM ref GROUP BY ALL
+    UNION ALL
+    SELECT run_id, sent_id, token, 0, d_hyp, d_matched FROM fix)
+SELECT p.run_id, p.sent_id, 'ref_token_frequency' AS bucketing,
+       CASE WHEN tr.train_run IS NULL THEN 'no training run' ELSE coalesce(b.bucket, '0') END AS bucket,
+       CASE WHEN tr.train_run IS NULL THEN -1 ELSE coalesce(b.bucket_order, 0) END AS bucket_order,
+       sum(p.n_ref)::BIGINT AS ref_tokens, sum(p.n_ref + p.d_hyp)::BIGINT AS hyp_tokens,
+       sum(p.n_ref + p.d_matched)::BIGINT AS matched, NULL::BOOLEAN AS exact_match
+FROM per_token p JOIN training tr USING (run_id) LEFT JOIN buckets b USING (run_id, token)
+GROUP BY ALL
+UNION ALL
+SELECT s.run_id, s.sent_id, 'source_length', s.bucket, s.bucket_order,
+       coalesce(sum(p.n_ref), 0)::BIGINT, coalesce(sum(p.n_ref + p.d_hyp), 0)::BIGINT,
+       coalesce(sum(p.n_ref + p.d_matched), 0)::BIGINT, s.exact_match
+FROM sents s LEFT JOIN per_token p USING (run_id, sent_id)
+GROUP BY ALL
+"""
+)
+
+
+def _with_buckets(sql: str) -> str:
+    return (
+        sql.replace("{freq_bucket}", _FREQ[0])
+        .replace("{freq_order}", _FREQ[1])
+        .replace("{len_bucket}", _LEN[0])
+        .replace("{len_order}", _LEN[1])
+    )
+
 
 # aggregate the source tokens per sentence first, then join the (far fewer) sentences
 ATTENTION_COVERAGE = f"""
@@ -181,7 +214,8 @@ MARTS: dict[str, str] = {
     "sentence_errors": SENTENCE_ERRORS,
     "error_summary": ERROR_SUMMARY,
     "token_confusions": TOKEN_CONFUSIONS,
-    "bucket_accuracy": BUCKET_ACCURACY,
+    "bucket_accuracy": _with_buckets(BUCKET_ACCURACY),
+    "sentence_buckets": _with_buckets(SENTENCE_BUCKETS),
     "attention_coverage": ATTENTION_COVERAGE,
 }
 

@@ -12,6 +12,7 @@ from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.significance import PairedTest
 
 from schemas import WarehouseError
+from warehouse.intervals import bucket_intervals
 from warehouse.store import Warehouse
 
 
@@ -62,8 +63,13 @@ def error_report(wh: Warehouse, run: str | None = None, top: int = 10) -> ErrorR
         [run_id, top],
     )
     cols = ["bucketing", "bucket", "ref_tokens", "precision", "recall", "f_measure"]
-    cols += ["sentences", "exact_match"]
-    buckets = wh.mart("bucket_accuracy", run_id).sort("bucketing", "bucket_order").select(cols)
+    cols += ["f_low", "f_high", "sentences", "exact_match", "exact_low", "exact_high"]
+    buckets = (
+        wh.mart("bucket_accuracy", run_id)
+        .join(bucket_intervals(wh, run_id), on=["bucketing", "bucket"], how="left")
+        .sort("bucketing", "bucket_order")
+        .select(cols)
+    )
     return ErrorReport(info, stages, tags, confusions, worst, buckets)
 
 
@@ -98,12 +104,14 @@ def format_report(r: ErrorReport) -> str:
     for w in r.worst.iter_rows(named=True):
         lines.append(f"  #{w['sent_id']:<6} [{w['stage']}] chrF {num(w['chrf'])}  {w['source']!r}")
         lines.append(f"          ref {w['reference']!r}  hyp {w['hypothesis']!r}")
-    lines += ["", "token accuracy by bucket (compare-mt style):"]
+    lines += ["", "token accuracy by bucket (compare-mt style; [95% bootstrap interval over sentences]):"]
     for b in r.buckets.iter_rows(named=True):
+        f_ci = f" [{num(b['f_low'])}, {num(b['f_high'])}]"
         em = "" if b["sentences"] is None else f"  sentences {b['sentences']}  exact {pct(b['exact_match'])}"
+        em += "" if b["sentences"] is None else f" [{pct(b['exact_low'])}, {pct(b['exact_high'])}]"
         lines.append(
             f"  {b['bucketing']:<20} {b['bucket']:<16} ref tokens {b['ref_tokens']:>7}  "
-            f"F {num(b['f_measure'])}  P {num(b['precision'])}  R {num(b['recall'])}{em}"
+            f"F {num(b['f_measure'])}{f_ci}  P {num(b['precision'])}  R {num(b['recall'])}{em}"
         )
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ KEYS = {
     "token_confusions": ["run_id", "ref_token", "hyp_token"],
     "bucket_accuracy": ["run_id", "bucketing", "bucket"],
     "attention_coverage": ["run_id", "sent_id"],
+    "sentence_buckets": ["run_id", "sent_id", "bucketing", "bucket"],
 }
 STAGES = {"correct", "no_reference", "search", "encoder", "decoder", "attention", "prediction"}
 
@@ -242,3 +243,42 @@ def test_train_warehouse_mart_keys(train_warehouse_dir) -> None:
         for mart, keys in KEYS.items():
             df = wh.mart(mart)
             assert df.select(keys).is_duplicated().sum() == 0, mart
+
+
+@pytest.mark.parametrize("fixture", ["warehouse_dir", "train_warehouse_dir"])
+def test_sentence_buckets_sum_to_bucket_accuracy(fixture, request) -> None:
+    with open_warehouse(request.getfixturevalue(fixture)) as wh:
+        for run in wh.run_ids():
+            per = wh.mart("sentence_buckets", run)
+            summed = per.group_by("bucketing", "bucket").agg(
+                pl.col("ref_tokens", "hyp_tokens", "matched").sum(), pl.col("exact_match").mean()
+            )
+            mart = wh.mart("bucket_accuracy", run).select(
+                "bucketing", "bucket", "ref_tokens", "hyp_tokens", "matched", "exact_match"
+            )
+            joined = mart.join(summed, on=["bucketing", "bucket"], how="full", coalesce=True)
+            assert joined.height == mart.height == summed.height, run
+            for c in ("ref_tokens", "hyp_tokens", "matched"):
+                assert (joined[c] == joined[f"{c}_right"]).all(), (run, c)
+            em = joined.filter(pl.col("exact_match").is_not_null())
+            assert ((em["exact_match"] - em["exact_match_right"]).abs() < 1e-12).all(), run
+
+
+def test_bucket_intervals_are_seeded_and_hold_the_rate(train_warehouse_dir) -> None:
+    from warehouse.intervals import _intervals
+
+    with open_warehouse(train_warehouse_dir) as wh:
+        per = wh.mart("sentence_buckets", "test")
+        rates = wh.mart("bucket_accuracy", "test")
+    wide = _intervals(per, 400, 0.95, seed=1)
+    assert wide.equals(_intervals(per, 400, 0.95, seed=1))  # seeded
+    assert not wide.equals(_intervals(per, 400, 0.95, seed=2))
+    narrow = _intervals(per, 400, 0.5, seed=1)
+    both = rates.join(wide, on=["bucketing", "bucket"]).join(narrow, on=["bucketing", "bucket"], suffix="_50")
+    assert both.height == rates.height
+    for b in both.iter_rows(named=True):
+        assert b["f_low"] - 1e-9 <= b["f_measure"] <= b["f_high"] + 1e-9, b
+        assert b["f_low"] <= b["f_low_50"] <= b["f_high_50"] <= b["f_high"], b
+        if b["exact_match"] is not None:
+            assert b["exact_low"] - 1e-9 <= b["exact_match"] <= b["exact_high"] + 1e-9, b
+    assert (both["f_high"] - both["f_low"]).max() > 0  # the tiny model errs: the intervals have width
