@@ -70,7 +70,7 @@ def _engine(a: argparse.Namespace):
         if given:
             raise ConfigError(f"{', '.join(given)} need --engine ray")
         return None
-    return RayEngine(a.address, a.workers, a.gpus_per_worker, a.cpus_per_worker).check()
+    return RayEngine(a.address, a.workers, a.gpus_per_worker, a.cpus_per_worker)  # checked by trace
 
 
 def _add_decoding(p: argparse.ArgumentParser) -> None:

@@ -133,6 +133,7 @@ class TracePlan:
     """What a trace decodes and where, decided once by the driver (both engines share it)."""
 
     cfg: TraceConfig
+    root: Path  # resolved once (for S3 that asks the bucket)
     run_id: str
     split: str
     decoding: DecodeConfig
@@ -140,10 +141,6 @@ class TracePlan:
     n_parts: int
     neighbours_run: str | None
     row: dict[str, Any]
-
-    @property
-    def root(self) -> Path:
-        return warehouse_root(self.cfg.warehouse)
 
     def chunk(self, part: int) -> list[Example]:
         size = self.cfg.part_size
@@ -254,7 +251,7 @@ def _plan(cfg: TraceConfig, model: Seq2SeqAdapter, corpus: Corpus) -> tuple[Trac
         neighbours_run=neighbours_run,
     )
     n_parts = (len(corpus.examples) + cfg.part_size - 1) // cfg.part_size
-    plan = TracePlan(cfg, run_id, corpus.split, dec, corpus.examples, n_parts, neighbours_run, row)
+    plan = TracePlan(cfg, root, run_id, corpus.split, dec, corpus.examples, n_parts, neighbours_run, row)
     return plan, fingerprint
 
 
