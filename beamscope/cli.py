@@ -251,14 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _verb(
         sub,
         "demo",
-        "train the dates model (if not cached), trace test and train splits, index, serve the dashboard",
+        "train the dates Transformer and the numbers LSTM (if not cached), trace their training and test "
+        "splits (numbers: greedy and beam 5), index, serve the dashboard",
         "  beamscope demo\n  beamscope demo --dir /tmp/beamscope-demo --test 500 --train 2000\n",
     )
     p.add_argument("--dir", default="demo", help="where the model and the warehouse go")
-    p.add_argument("--arch", default="transformer")
-    p.add_argument("--test", type=int, default=2000, help="test sentences to trace")
-    p.add_argument("--train", type=int, default=20000, help="training sentences to trace (for neighbours)")
-    p.add_argument("--minutes", type=float, default=5.0, help="training time budget")
+    p.add_argument("--test", type=int, default=2000, help="test sentences to trace per model")
+    p.add_argument("--train", type=int, default=10000, help="training sentences traced per model")
+    p.add_argument("--minutes", type=float, default=5.0, help="training time budget per model")
     p.add_argument("--no-serve", action="store_true", help="stop after tracing; do not serve the dashboard")
     p.add_argument("--port", type=int, default=8050, help="dashboard port (127.0.0.1)")
     _add_device(p)
@@ -450,7 +450,6 @@ def _demo(a: argparse.Namespace) -> int:
     run_demo(
         DemoConfig(
             dir=Path(a.dir),
-            arch=a.arch,
             n_test=a.test,
             n_train=a.train,
             minutes=a.minutes,

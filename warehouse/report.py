@@ -116,6 +116,25 @@ def format_report(r: ErrorReport) -> str:
     return "\n".join(lines)
 
 
+def format_breakdown(reports: list[ErrorReport]) -> str:
+    """The stage and tag counts of several runs side by side: a row a stage or tag, a column a run."""
+    names: dict[str, list[str]] = {"stage": [], "tag": []}
+    counts: list[dict[str, int]] = []
+    for r in reports:
+        counts.append({})
+        for kind, frame in (("stage", r.stages), ("tag", r.tags)):
+            names[kind] += [n for n in frame["name"].to_list() if n not in names[kind]]
+            counts[-1].update(zip(frame["name"], frame["n"], strict=True))
+    labels = [(f"{kind} {n}", n) for kind in ("stage", "tag") for n in names[kind]]
+    lw, w = max(len(label) for label, _ in labels) + 2, 2 + max(len(r.run["run_id"]) for r in reports)
+    lines = [
+        " " * lw + "".join(f"{r.run['run_id']:>{w}}" for r in reports),
+        f"{'exact match':<{lw}}" + "".join(f"{r.run['exact_match']:>{w}.1%}" for r in reports),
+    ]
+    lines += [f"{label:<{lw}}" + "".join(f"{c.get(n, 0):>{w}}" for c in counts) for label, n in labels]
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Comparison:
     run_a: str

@@ -6,6 +6,7 @@ import pytest
 from tests.helpers import run_cli
 from warehouse import open_warehouse
 from warehouse.marts import MARTS
+from warehouse.report import error_report, format_breakdown
 
 KEYS = {
     "sentence_errors": ["run_id", "sent_id"],
@@ -282,3 +283,23 @@ def test_bucket_intervals_are_seeded_and_hold_the_rate(train_warehouse_dir) -> N
         if b["exact_match"] is not None:
             assert b["exact_low"] - 1e-9 <= b["exact_match"] <= b["exact_high"] + 1e-9, b
     assert (both["f_high"] - both["f_low"]).max() > 0  # the tiny model errs: the intervals have width
+
+
+def test_breakdown_table_shows_each_runs_counts(wh, sentences) -> None:
+    runs = wh.run_ids()
+    text = format_breakdown([error_report(wh, run) for run in runs]).splitlines()
+    assert text[0].split() == runs
+    rows = {line.split()[0] + " " + line.split()[1]: line.split()[2:] for line in text[2:]}
+    wrong = sentences.filter(pl.col("reference").is_not_null() & ~pl.col("exact_match"))
+    for i, run in enumerate(runs):
+        of_run = wrong.filter(pl.col("run_id") == run)
+        for stage, n in of_run.group_by("blamed_stage").len().iter_rows():
+            assert int(rows[f"stage {stage}"][i]) == n
+        for tag, n in (
+            of_run.explode("error_tags").drop_nulls("error_tags").group_by("error_tags").len().iter_rows()
+        ):
+            assert int(rows[f"tag {tag}"][i]) == n
+        assert (
+            sum(int(v[i]) for k, v in rows.items() if k.startswith("stage ") and k != "stage correct")
+            == of_run.height
+        )
