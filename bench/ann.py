@@ -4,7 +4,7 @@ size and at 2.6M states.
 A decoder bank holds one training run's reference-forced ('ref') decoder states of a dates model,
 labelled by the reference token that followed. Two of them:
 
-(a) the demo warehouse's training run (``dates-train-20000``: 220,000 'ref' states of 440,000
+(a) the demo warehouse's training run (``dates-train-10000``: 110,000 'ref' states of 220,000
     decoder rows), queried with states of the demo's test run; skipped when the demo has none;
 (b) ``task:dates:train:240000`` traced with the bench model (``bench.common.dates_model``) into
     ``.beamscope/bench/ann-2.5m/<model hash>/`` as run ``dates-train-240000`` (2,640,000 'ref'
@@ -65,7 +65,7 @@ from warehouse.states import REFINE
 from warehouse.vectors import fetch
 
 DEMO = Path("demo/warehouse")
-DEMO_TRAIN = "dates-transformer.dates-train-20000.train"
+DEMO_TRAIN = "dates-transformer.dates-train-10000.train"
 DEMO_TEST = "dates-transformer.dates-test-2000.test"
 BIG_TRAIN = "task:dates:train:240000"  # 11 'ref' decoder states a sentence: 2.64M in the bank
 BIG_TEST = "task:dates:test:1000"
