@@ -84,12 +84,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(warehouse: Path, device_name: str, timeout: float = 300) -> tuple[subprocess.Popen, int]:
-    """``beamscope serve`` on 127.0.0.1 and a free port; returns once it answers."""
+def start_server(
+    warehouse: Path, device_name: str, *options: str, timeout: float = 300
+) -> tuple[subprocess.Popen, int]:
+    """``beamscope serve [options]`` on 127.0.0.1 and a free port; returns once it answers."""
     port = _free_port()
     exe = Path(sys.executable).parent / "beamscope"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "beamscope.cli"]
-    cmd += ["serve", "--warehouse", str(warehouse), "--port", str(port), "--device", device_name]
+    cmd += ["serve", "--warehouse", str(warehouse), "--port", str(port), "--device", device_name, *options]
     # the server logs every request: to a file, as an undrained pipe would fill and stall it
     with tempfile.NamedTemporaryFile("w", prefix="beamscope-serve-", suffix=".log", delete=False) as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
@@ -264,7 +266,8 @@ def summarise(
 def report(r: dict[str, Any]) -> str:
     lines = [
         f"dashboard load: {r['clients']} clients for {r['seconds']:.0f} s on loopback over {r['warehouse']} "
-        f"({r['warehouse_kind']}, run {r['run']}), think time {r['think_s']:g} s on average",
+        f"({r['warehouse_kind']}, run {r['run']}), think time {r['think_s']:g} s on average, "
+        f"server workers {r['workers'] or 'default'}",
         f"  requests served {r['requests']:,} ({r['requests_per_s']:.1f}/s), page views "
         + ", ".join(f"{k} {v}" for k, v in sorted(r["page_views"].items())),
         f"  latency p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, max {r['max_ms']:.0f} ms; "
@@ -284,6 +287,7 @@ def main(
     seconds: float = 60.0,
     warehouse: str | None = None,
     think: float = 2.0,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Serve the demo warehouse (or ``warehouse``) and load it; print and return the figures."""
     if warehouse is not None:
@@ -292,7 +296,7 @@ def main(
         path, kind = load_warehouse(device_name)
     warehouse = str(path)
     targets = _pick_targets(path)
-    proc, port = start_server(path, device_name)
+    proc, port = start_server(path, device_name, *(["--workers", str(workers)] if workers else []))
     try:
         result = run_load(port, targets, clients, seconds, think)
     finally:
@@ -301,7 +305,7 @@ def main(
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-    result.update(warehouse=warehouse, warehouse_kind=kind, run=targets.run, think_s=think)
+    result.update(warehouse=warehouse, warehouse_kind=kind, run=targets.run, think_s=think, workers=workers)
     print(report(result), flush=True)
     return result
 
@@ -315,5 +319,6 @@ if __name__ == "__main__":
     parser.add_argument(
         "--think", type=float, default=2.0, help="mean seconds a user reads a page (0: stress)"
     )
+    parser.add_argument("--workers", type=int, default=None, help="server processes (default: serve's)")
     args = parser.parse_args()
-    main(args.device, args.clients, args.seconds, args.warehouse, args.think)
+    main(args.device, args.clients, args.seconds, args.warehouse, args.think, args.workers)

@@ -1,0 +1,132 @@
+"""The README's screenshots, taken from the demo warehouse in headless Chromium.
+
+    make demo            # builds demo/warehouse (Ctrl-C once it serves)
+    .venv/bin/python -m docs.screenshots [--warehouse demo/warehouse] [--out docs/screenshots]
+
+``beamscope serve`` is started on a free loopback port (as ``bench.load`` does); each shot opens a
+URL, waits for a text that says the page has drawn, optionally clicks, and saves the whole window
+or one element as PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+from bench.load import start_server
+from warehouse import open_warehouse
+
+TIMEOUT = 120
+WIDTH = 1400
+
+
+@dataclass(frozen=True)
+class Shot:
+    name: str
+    path: str  # URL path and query
+    wait: str  # text on the page once it has drawn
+    height: int = 1500
+    element: str | None = None  # CSS selector of the one element to save (None: the window)
+    action: Callable[[webdriver.Chrome], None] | None = None
+
+
+def _click(selector: str, then_wait: str | None = None) -> Callable[[webdriver.Chrome], None]:
+    def act(drv: webdriver.Chrome) -> None:
+        WebDriverWait(drv, TIMEOUT).until(EC.element_to_be_clickable((By.CSS_SELECTOR, selector))).click()
+        if then_wait:
+            _wait_text(drv, then_wait)
+
+    return act
+
+
+def _wait_text(drv: webdriver.Chrome, text: str) -> None:
+    WebDriverWait(drv, TIMEOUT).until(EC.text_to_be_present_in_element((By.TAG_NAME, "body"), text))
+
+
+def shots(run: str, greedy: str, sent_id: int) -> list[Shot]:
+    """What the README shows: the numbers beam-5 run, its greedy twin, one of its wrong sentences."""
+    sentence = f"/run/{run}/sentence/{sent_id}"
+    return [
+        Shot("overview", f"/?run={run}", "Sentences by blamed stage", 1500),
+        Shot("corpus-map", f"/?run={run}", "Decoder states of up to", 2600, element="#corpus-map"),
+        Shot("explorer", f"/sentences?run={run}&stage=prediction", "sentences match", 900),
+        Shot("sentence", sentence, "Encoder: source tokens", 2000),
+        Shot(
+            "neighbours",
+            sentence,
+            "Nearest training examples",
+            2600,
+            action=_click("#trajectory-show", "Encoder (blue)"),
+        ),
+        Shot("sql", "/sql", "SQL", 1100),
+    ]
+
+
+def take(drv: webdriver.Chrome, url: str, shot: Shot, out: Path) -> Path:
+    drv.set_window_size(WIDTH, shot.height)
+    drv.get(url + shot.path)
+    _wait_text(drv, shot.wait)
+    if shot.action:
+        shot.action(drv)
+    time.sleep(1.5)  # plotly's transitions
+    path = out / f"{shot.name}.png"
+    if shot.element:
+        drv.find_element(By.CSS_SELECTOR, shot.element).screenshot(str(path))
+    else:
+        drv.save_screenshot(str(path))
+    return path
+
+
+def browser() -> webdriver.Chrome:
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium") or "chromium"
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+    ):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+
+
+def main(warehouse: Path, out: Path) -> None:
+    with open_warehouse(warehouse) as wh:
+        runs = [r for r in wh.run_ids() if r.startswith("numbers-lstm") and r.endswith(".test")]
+        if not runs:
+            raise SystemExit(f"{warehouse} has no numbers test run: run `make demo` first")
+        run = runs[-1]
+        greedy = f"{run}.beam1"
+        wrong = wh.sql(
+            "SELECT sent_id FROM sentences WHERE run_id = ? AND NOT exact_match ORDER BY sent_id LIMIT 1",
+            [run],
+        )["sent_id"][0]
+    proc, port = start_server(warehouse, "cpu")
+    drv = browser()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for shot in shots(run, greedy, int(wrong)):
+            print(take(drv, f"http://127.0.0.1:{port}", shot, out), flush=True)
+    finally:
+        drv.quit()
+        proc.terminate()
+        proc.wait(10)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m docs.screenshots")
+    parser.add_argument("--warehouse", type=Path, default=Path("demo/warehouse"))
+    parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
+    args = parser.parse_args()
+    main(args.warehouse, args.out)
