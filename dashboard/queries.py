@@ -27,7 +27,8 @@ SORTABLE = set(EXPLORER_COLUMNS) - {"error_tags"}
 
 
 def run_info(wh: Warehouse, run: str) -> dict[str, Any]:
-    return wh.sql("SELECT * FROM runs WHERE run_id = ?", [run]).row(0, named=True)
+    query = "SELECT * FROM runs WHERE run_id = ?"
+    return wh.memo(("run_info", run), lambda: wh.sql(query, [run]).row(0, named=True))
 
 
 def _summary(wh: Warehouse, run: str, kind: str, label: str, share: str) -> pl.DataFrame:
@@ -47,11 +48,11 @@ def histogram(wh: Warehouse, run: str, column: str, width: float) -> pl.DataFram
     """Counts of ``column`` (a numeric sentences column) in bins of ``width``."""
     if column not in {"chrf", "bleu", "ter", "src_len", "hyp_len", "hyp_score"}:
         raise ValueError(f"no histogram of {column!r}")
-    return wh.sql(
+    query = (
         f"SELECT floor({column} / ?) * ? AS bin, count(*) AS n FROM sentences "
-        f"WHERE run_id = ? AND {column} IS NOT NULL GROUP BY 1 ORDER BY 1",
-        [width, width, run],
+        f"WHERE run_id = ? AND {column} IS NOT NULL GROUP BY 1 ORDER BY 1"
     )
+    return wh.memo(("histogram", run, column, width), lambda: wh.sql(query, [width, width, run]))
 
 
 def buckets(wh: Warehouse, run: str) -> pl.DataFrame:
@@ -69,12 +70,12 @@ def confusions(wh: Warehouse, run: str, top: int = 15) -> pl.DataFrame:
 
 
 def worst(wh: Warehouse, run: str, top: int = 15) -> pl.DataFrame:
-    return wh.sql(
+    query = (
         f"SELECT sent_id, {STAGE_SQL} AS stage, chrf, hyp_score, source, reference, hypothesis "
         "FROM sentences WHERE run_id = ? AND reference IS NOT NULL AND NOT exact_match "
-        "ORDER BY chrf, hyp_score, sent_id LIMIT ?",
-        [run, top],
+        "ORDER BY chrf, hyp_score, sent_id LIMIT ?"
     )
+    return wh.memo(("worst", run, top), lambda: wh.sql(query, [run, top]))
 
 
 @dataclass(frozen=True)

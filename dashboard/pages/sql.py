@@ -64,7 +64,7 @@ def quick_chart(df: pl.DataFrame) -> go.Figure:
         return go.Figure()
     x = [str(v) for v in df[df.columns[0]].head(200).to_list()]
     fig = go.Figure(go.Bar(x=x, y=df[numeric[0]].head(200).to_list()))
-    fig.update_layout(title=f"{numeric[0]} by {df.columns[0]}", template="plotly_white", height=320)
+    fig.update_layout(title=f"{numeric[0]} by {df.columns[0]}", height=320)
     return fig
 
 
