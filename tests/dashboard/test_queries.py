@@ -85,7 +85,7 @@ def test_sentence_view_and_its_figures(wh) -> None:
     hyp = view.target_steps["token"].to_list()
     mean = queries.attention_matrix(view.attention, "hyp")
     assert len(mean) == len(hyp) and all(len(row) == len(src) for row in mean)
-    assert all(abs(sum(row) - 1) < 1e-4 for row in mean)
+    assert all(abs(sum(row) - 1) < 1e-3 for row in mean)  # float16 weights (schemas.tables)
     assert len(queries.layer_heads(view.attention)) == 8
     one_head = queries.attention_matrix(view.attention, "ref", 1, 3)
     assert len(one_head) == view.reference_steps.height
