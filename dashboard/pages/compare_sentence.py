@@ -26,9 +26,10 @@ def layout(a: str | None = None, b: str | None = None, sent: str | None = None, 
     if not isinstance(sent, str) or not re.fullmatch(r"[0-9]{1,12}", sent):
         return not_found("A sentence id (sent=) is a non-negative whole number.")
     views = [queries.sentence_view(wh, run, int(sent)) for run in (a, b)]
-    missing = [run for run, v in zip((a, b), views, strict=True) if v is None]
+    missing = list(dict.fromkeys(run for run, v in zip((a, b), views, strict=True) if v is None))
     if missing:
-        return not_found(f"Run {' and run '.join(dict.fromkeys(missing))} has no sentence {sent}.")
+        who = f"Run {missing[0]} has" if len(missing) == 1 else f"Runs {missing[0]} and {missing[1]} have"
+        return not_found(f"{who} no sentence {sent}.")
     hyps = [v.target_steps["token"].to_list() for v in views]
     differ = stages.first_difference(*hyps)
     same = "A and B produced the same hypothesis."
