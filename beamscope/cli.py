@@ -421,10 +421,10 @@ def _errors(a: argparse.Namespace) -> int:
 
 def _compare(a: argparse.Namespace) -> int:
     from warehouse import open_warehouse
-    from warehouse.report import compare_runs, format_comparison
+    from warehouse.compare import compare_runs, format_comparison
 
     with open_warehouse(a.warehouse) as wh:
-        print(format_comparison(compare_runs(wh, a.run_a, a.run_b, a.samples), a.top))
+        print(format_comparison(compare_runs(wh, a.run_a, a.run_b, a.samples), a.top, a.samples))
     return 0
 
 

@@ -12,11 +12,24 @@ def card(label: str, value: str) -> html.Div:
     )
 
 
-def run_picker(runs: list[str], run: str, picker_id: str) -> html.Div:
+def run_picker(
+    runs: list[str], run: str, picker_id: str, compare: tuple[list[str], str] | None = None
+) -> html.Div:
+    """A run dropdown; ``compare``: (the runs over the same corpus, an id) adds "compare with…"."""
+    other = []
+    if compare is not None:
+        others, compare_id = compare
+        hint = "compare with…" if others else "no other run over this corpus"
+        other = [
+            dcc.Dropdown(
+                others, None, id=compare_id, placeholder=hint, disabled=not others, style={"width": "420px"}
+            )
+        ]
     return html.Div(
         [
             html.Span("run "),
             dcc.Dropdown(runs, run, id=picker_id, clearable=False, style={"width": "520px"}),
+            *other,
         ],
         style={"display": "flex", "alignItems": "center", "gap": "8px"},
     )

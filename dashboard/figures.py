@@ -96,6 +96,32 @@ def bucket_chart(buckets: pl.DataFrame, bucketing: str, title: str) -> go.Figure
     return _layout(fig, title)
 
 
+def bucket_pair_chart(
+    a: pl.DataFrame, b: pl.DataFrame, bucketing: str, title: str, names: tuple[str, str]
+) -> go.Figure:
+    """Two runs' token F per bucket side by side, each with its interval as error bars."""
+    fig = go.Figure()
+    both = pl.concat([x.filter(pl.col("bucketing") == bucketing) for x in (a, b)], how="diagonal_relaxed")
+    order = both.group_by("bucket").agg(pl.col("bucket_order").min()).sort("bucket_order", "bucket")
+    for frame, name, color in ((a, names[0], "#9c755f"), (b, names[1], "#4e79a7")):
+        sel = frame.filter(pl.col("bucketing") == bucketing)
+        fig.add_trace(
+            go.Bar(
+                x=sel["bucket"].to_list(),
+                y=sel["f_measure"].to_list(),
+                name=safe(name),
+                text=[f"{n} tokens" for n in sel["ref_tokens"]],
+                hovertemplate="%{x}: F %{y:.3f} (%{text})<extra>%{fullData.name}</extra>",
+                marker_color=color,
+                error_y=_interval(sel, "f_measure", "f_low", "f_high"),
+            )
+        )
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.15))
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=order["bucket"].to_list())
+    fig.update_yaxes(range=[0, 1.05], title="token F-measure")
+    return _layout(fig, title)
+
+
 def _interval(b: pl.DataFrame, value: str, low: str, high: str) -> dict | None:
     """Plotly error bars from an interval's bounds (None when the frame has none)."""
     if low not in b.columns:

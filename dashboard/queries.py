@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from schemas import BeamscopeError
 from warehouse import Warehouse
+from warehouse.compare import OUTCOMES, outcome_condition
 from warehouse.intervals import bucket_intervals
 from warehouse.marts import STAGE_SQL
 from warehouse.sandbox import SafeSQL
@@ -93,6 +94,8 @@ class Filters:
     ref_token: str | None = None  # confusion: reference token at the divergence step ...
     hyp_token: str | None = None  # ... and the produced one
     length_bucket: tuple[int, int] | None = None
+    vs: str | None = None  # comparison: another run over the same corpus ...
+    outcome: str | None = None  # ... and the sentences' outcome against it (warehouse.compare.OUTCOMES)
     where: str | None = None  # free SQL condition over the sentence columns (checked by the sandbox)
     sort: list[tuple[str, str]] = field(default_factory=list)
 
@@ -123,6 +126,9 @@ class Filters:
                 "AND coalesce(hyp_token, '(ended)') = ?)"
             )
             params += [run, self.ref_token, self.hyp_token]
+        if isinstance(self.vs, str) and isinstance(self.outcome, str) and self.outcome in OUTCOMES:
+            conds.append(outcome_condition(self.outcome))
+            params += [run, self.vs]
         return conds, params
 
 

@@ -11,7 +11,7 @@ import torch
 from pipeline.beam import DecodeConfig
 from pipeline.models import load_model
 from pipeline.train import TrainConfig, train
-from tests.helpers import trace_run
+from tests.helpers import build_compare_warehouse, trace_run
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 CPU = torch.device("cpu")
@@ -67,6 +67,13 @@ def train_warehouse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path
     for name, corpus in (("train", "task:dates:train:120"), ("test", "task:dates:test:48")):
         trace_run(tiny_dir, corpus, root, name, DecodeConfig(beam=3, topk=5, max_len=16), batch_size=32)
     return root
+
+
+@pytest.fixture(scope="session")
+def compare_warehouse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
+    """Two runs over one corpus where every outcome occurs, and two over another corpus
+    (``tests.helpers.build_compare_warehouse``)."""
+    return build_compare_warehouse(tiny_dir, tmp_path_factory.mktemp("wh") / "compare")
 
 
 @pytest.fixture(scope="session")

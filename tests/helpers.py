@@ -40,3 +40,43 @@ def trace_run(model, corpus, warehouse, name: str, decoding=None, **options):  #
         **{"agreement": "all", **options},
     )
     return trace(cfg, progress=False)
+
+
+def build_compare_warehouse(model: Path, root: Path) -> Path:
+    """Runs of one tiny model over one corpus where every outcome occurs: 'greedy' (beam 1) and
+    'beam' (beam 4) over the dates test sources with planted references (by sentence id mod 4:
+    greedy's hypothesis, beam's, the true date, greedy's again: so 'beam' fixes the second kind,
+    breaks the first and last, both are wrong on the third); and 'plain-greedy' and 'plain-beam',
+    the same decodings over the task corpus itself (another corpus; they give the hypotheses)."""
+    from pipeline.beam import DecodeConfig
+    from warehouse import open_warehouse
+
+    decodings = {
+        "greedy": DecodeConfig(beam=1, topk=5, max_len=16),
+        "beam": DecodeConfig(beam=4, topk=5, max_len=16),
+    }
+    for name, decoding in decodings.items():
+        trace_run(
+            model,
+            "task:dates:test:48",
+            root,
+            f"plain-{name}",
+            decoding,
+            batch_size=16,
+            agreement="divergence",
+        )
+    with open_warehouse(root) as wh:
+        rows = wh.sql(
+            "SELECT g.sent_id, g.source, g.reference, g.hypothesis AS greedy, b.hypothesis AS beam "
+            "FROM sentences g JOIN sentences b USING (sent_id) "
+            "WHERE g.run_id = 'plain-greedy' AND b.run_id = 'plain-beam' ORDER BY g.sent_id"
+        )
+    lines = []
+    for r in rows.iter_rows(named=True):
+        planted = [r["greedy"], r["beam"], r["reference"], r["greedy"]][r["sent_id"] % 4]
+        lines.append(f"{r['source']}\t{planted or r['reference']}\n")
+    corpus = root.parent / "planted.tsv"
+    corpus.write_text("".join(lines))
+    for name, decoding in decodings.items():
+        trace_run(model, corpus, root, name, decoding, batch_size=16, agreement="divergence")
+    return root

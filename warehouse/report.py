@@ -1,4 +1,4 @@
-"""The error report of one run and the comparison of two runs: pure functions over a warehouse."""
+"""The error report of one run: pure functions over a warehouse (two runs: ``warehouse.compare``)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import polars as pl
-from sacrebleu.metrics import BLEU, CHRF
-from sacrebleu.significance import PairedTest
 
-from schemas import WarehouseError
 from warehouse.intervals import bucket_intervals
 from warehouse.store import Warehouse
 
@@ -132,105 +128,4 @@ def format_breakdown(reports: list[ErrorReport]) -> str:
         f"{'exact match':<{lw}}" + "".join(f"{r.run['exact_match']:>{w}.1%}" for r in reports),
     ]
     lines += [f"{label:<{lw}}" + "".join(f"{c.get(n, 0):>{w}}" for c in counts) for label, n in labels]
-    return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    run_a: str
-    run_b: str
-    scores: pl.DataFrame  # metric, a, b, delta, p_value
-    fixed: pl.DataFrame  # wrong in A, right in B
-    broken: pl.DataFrame  # right in A, wrong in B
-    confusions_gone: pl.DataFrame
-    confusions_new: pl.DataFrame
-
-
-def compare_runs(wh: Warehouse, run_a: str, run_b: str, samples: int = 1000) -> Comparison:
-    """Two runs over the same corpus: score deltas with paired bootstrap p-values (sacrebleu's
-    PairedTest, as compare-mt), sentences fixed and broken, confusions that appear or vanish."""
-    a, b = wh.resolve_run(run_a), wh.resolve_run(run_b)
-    hashes = wh.sql(
-        "SELECT run_id, json_extract_string(options, '$.corpus_hash') AS h FROM runs WHERE run_id IN (?, ?)",
-        [a, b],
-    )
-    if hashes["h"].n_unique() != 1:
-        raise WarehouseError(f"runs {a!r} and {b!r} were traced on different corpora; nothing to pair")
-    pairs = wh.sql(
-        "SELECT x.sent_id, x.reference, x.hypothesis AS hyp_a, y.hypothesis AS hyp_b, "
-        "x.exact_match AS em_a, y.exact_match AS em_b, x.source FROM sentences x "
-        "JOIN sentences y ON x.sent_id = y.sent_id AND y.run_id = ? "
-        "WHERE x.run_id = ? AND x.reference IS NOT NULL ORDER BY x.sent_id",
-        [b, a],
-    )
-    if pairs.height == 0:
-        raise WarehouseError("the runs share no sentences with references")
-    refs = pairs["reference"].to_list()
-    test = PairedTest(
-        [(a, pairs["hyp_a"].to_list()), (b, pairs["hyp_b"].to_list())],
-        {"BLEU": BLEU(), "chrF": CHRF()},
-        [refs],
-        test_type="bs",
-        n_samples=samples,
-    )
-    _, results = test()
-    # an exact tie has nothing to test (sacrebleu would report p = 1 / (samples + 1))
-    rows = [
-        (
-            metric,
-            base.score,
-            other.score,
-            other.score - base.score,
-            other.p_value if other.score != base.score else 1.0,
-        )
-        for metric, (base, other) in results.items()
-        if metric != "System"
-    ]
-    em_a, em_b = pairs["em_a"].mean(), pairs["em_b"].mean()
-    rows.append(("exact_match", em_a, em_b, em_b - em_a, _bootstrap_p(pairs, samples)))
-    scores = pl.DataFrame(rows, schema=["metric", "a", "b", "delta", "p_value"], orient="row")
-    cols = ["sent_id", "source", "reference", "hyp_a", "hyp_b"]
-    fixed = pairs.filter(~pl.col("em_a") & pl.col("em_b")).select(cols)
-    broken = pairs.filter(pl.col("em_a") & ~pl.col("em_b")).select(cols)
-    conf = "SELECT ref_token, hyp_token, n FROM token_confusions WHERE run_id = ?"
-    ca, cb = wh.sql(conf, [a]), wh.sql(conf, [b])
-    keys = ["ref_token", "hyp_token"]
-    order = {"by": ["n", *keys], "descending": [True, False, False]}
-    gone = ca.join(cb, on=keys, how="anti").sort(**order)
-    new = cb.join(ca, on=keys, how="anti").sort(**order)
-    return Comparison(a, b, scores, fixed, broken, gone, new)
-
-
-def _bootstrap_p(pairs: pl.DataFrame, samples: int, seed: int = 12345) -> float:
-    """Paired bootstrap p-value of the exact-match difference, computed as sacrebleu does for
-    BLEU and chrF (same resampling scheme and seed, centred absolute differences)."""
-    a = pairs["em_a"].cast(pl.Float64).to_numpy()
-    b = pairs["em_b"].cast(pl.Float64).to_numpy()
-    idx = np.random.default_rng(seed).choice(len(a), size=(samples, len(a)), replace=True)
-    sample_diffs = np.abs(b[idx].mean(1) - a[idx].mean(1))
-    stats = sample_diffs - sample_diffs.mean()
-    if b.mean() == a.mean():
-        return 1.0
-    return float(((stats > abs(b.mean() - a.mean())).sum() + 1) / (samples + 1))
-
-
-def format_comparison(c: Comparison, top: int = 10) -> str:
-    lines = [f"A = {c.run_a}", f"B = {c.run_b}", "", "scores (paired bootstrap, 1000 resamples):"]
-    for m in c.scores.iter_rows(named=True):
-        lines.append(
-            f"  {m['metric']:<12} A {m['a']:8.3f}  B {m['b']:8.3f}  "
-            f"delta {m['delta']:+8.3f}  p = {m['p_value']:.4f}"
-        )
-    lines += ["", f"fixed in B: {c.fixed.height}   broken in B: {c.broken.height}"]
-    for title, df in (("fixed", c.fixed), ("broken", c.broken)):
-        for r in df.head(top).iter_rows(named=True):
-            lines.append(
-                f"  {title:<6} #{r['sent_id']:<6} ref {r['reference']!r}  A {r['hyp_a']!r}  B {r['hyp_b']!r}"
-            )
-    for title, df in (("confusions gone in B", c.confusions_gone), ("confusions new in B", c.confusions_new)):
-        lines += ["", f"{title}: {df.height}"]
-        lines += [
-            f"  {r['ref_token']!r} -> {r['hyp_token']!r}  x{r['n']}"
-            for r in df.head(top).iter_rows(named=True)
-        ]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 from dashboard import figures, ids, queries
 from dashboard.components import card, run_picker, simple_table
 from dashboard.state import warehouse
+from warehouse.compare import same_corpus_runs
 from warehouse.states import corpus_map
 
 dash.register_page(__name__, path="/", name="Overview", order=0)
@@ -40,7 +41,9 @@ def layout(run: str | None = None, **_: str) -> html.Div:
         [
             dcc.Location(id=ids.OVERVIEW_GO, refresh="callback-nav"),
             dcc.Store(id=ids.OVERVIEW_RUN + "-value", data=run),
-            run_picker(wh.run_ids(), run, ids.OVERVIEW_RUN),
+            run_picker(
+                wh.run_ids(), run, ids.OVERVIEW_RUN, (same_corpus_runs(wh, run), ids.OVERVIEW_COMPARE)
+            ),
             html.Div(cards, className="cards"),
             html.Div(
                 [
@@ -165,3 +168,14 @@ def navigate(picked, stage, tag, chrf, length, bucket, _conf, _worst, state, run
         row = queries.worst(warehouse(), run).row(trigger["row"], named=True)
         return f"/run/{run}/sentence/{row['sent_id']}"
     return no_update
+
+
+@callback(
+    Output(ids.OVERVIEW_GO, "href", allow_duplicate=True),
+    Input(ids.OVERVIEW_COMPARE, "value"),
+    State(ids.OVERVIEW_RUN + "-value", "data"),
+    prevent_initial_call=True,
+)
+def compare_with(other: str | None, run: str):
+    """The "compare with…" picker: this run as A, the picked one as B."""
+    return "/compare?" + urlencode({"a": run, "b": other}) if other else no_update

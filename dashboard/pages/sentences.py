@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from urllib.parse import urlencode
 
 import dash
@@ -14,6 +14,8 @@ from dashboard import ids, queries
 from dashboard.components import run_picker
 from dashboard.state import sandbox, warehouse
 from schemas import BeamscopeError
+from warehouse import Warehouse
+from warehouse.compare import OUTCOME_LABELS, OUTCOMES, PairError, check_pair
 
 dash.register_page(__name__, path="/sentences", name="Sentences", order=1)
 
@@ -69,6 +71,8 @@ def parse_filters(args: dict[str, str]) -> queries.Filters:
         ref_token=args.get("ref_token"),
         hyp_token=args.get("hyp_token"),
         where=args.get("where") or None,
+        vs=_text(args.get("vs")),
+        outcome=_text(args.get("outcome")) if _text(args.get("outcome")) in OUTCOMES else None,
     )
 
 
@@ -77,7 +81,7 @@ def layout(run: str | None = None, **args: str) -> html.Div:
     if not wh.run_ids():
         return html.Div("This warehouse has no complete runs yet.", className="page")
     run = run if run in wh.run_ids() else wh.run_ids()[-1]
-    f = parse_filters(args)
+    f, outcome = _outcome(wh, run, parse_filters(args))
     chrf = [f.min_chrf if f.min_chrf is not None else 0, f.max_chrf if f.max_chrf is not None else 100]
     controls = html.Div(
         [
@@ -141,6 +145,7 @@ def layout(run: str | None = None, **args: str) -> html.Div:
             run_picker(wh.run_ids(), run, ids.EXPLORER_RUN),
             controls,
             confusion,
+            outcome,
             html.Div(id=ids.GRID_COUNT),
             html.Div(id=ids.GRID_ERROR, className="error"),
             dag.AgGrid(
@@ -158,6 +163,28 @@ def layout(run: str | None = None, **args: str) -> html.Div:
         ],
         className="page",
     )
+
+
+def _text(v: object) -> str | None:
+    """A query parameter given once (a repeated one is a list: ignored)."""
+    return v if isinstance(v, str) and v else None
+
+
+def _outcome(wh: Warehouse, run: str, f: queries.Filters) -> tuple[queries.Filters, html.Div | None]:
+    """A comparison filter's line; the filter dropped, and why, when its runs cannot be paired."""
+    if f.vs is None and f.outcome is None:
+        return f, None
+    try:
+        if f.vs is None or f.outcome is None:
+            raise PairError(f"it needs vs=RUN and outcome={'|'.join(OUTCOMES)}")
+        check_pair(wh, run, f.vs)
+    except PairError as e:
+        return replace(f, vs=None, outcome=None), html.Div(
+            f"comparison filter ignored: {e.message}", className="error"
+        )
+    label = OUTCOME_LABELS[f.outcome].format(a=run, b=f.vs)
+    back = dcc.Link("back to the comparison", href="/compare?" + urlencode({"a": run, "b": f.vs}))
+    return f, html.Div([f"compared with {f.vs}: {f.outcome} ({label}) ", back], id=ids.EXPLORER_OUTCOME)
 
 
 def _len_text(f: queries.Filters) -> str:
@@ -208,6 +235,10 @@ def navigate(_apply, picked, selected, stage, tag, chrf, length, search, text, w
     if dash.ctx.triggered_id == ids.GRID:
         if not selected:
             return no_update
+        if state.get("vs"):  # a comparison's sentences: both runs side by side
+            return "/compare/sentence?" + urlencode(
+                {"a": state["run"], "b": state["vs"], "sent": selected[0]["sent_id"]}
+            )
         return f"/run/{state['run']}/sentence/{int(selected[0]['sent_id'])}"
     lo, _, hi = (length or "").partition("-")
     params = {
@@ -223,5 +254,7 @@ def navigate(_apply, picked, selected, stage, tag, chrf, length, search, text, w
         "where": where or None,
         "ref_token": state.get("ref_token") if dash.ctx.triggered_id != ids.EXPLORER_RUN else None,
         "hyp_token": state.get("hyp_token") if dash.ctx.triggered_id != ids.EXPLORER_RUN else None,
+        "vs": state.get("vs") if dash.ctx.triggered_id != ids.EXPLORER_RUN else None,
+        "outcome": state.get("outcome") if dash.ctx.triggered_id != ids.EXPLORER_RUN else None,
     }
     return "/sentences?" + urlencode({k: v for k, v in params.items() if v is not None})

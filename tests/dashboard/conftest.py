@@ -80,3 +80,11 @@ def browser():
     drv.set_page_load_timeout(60)
     yield drv
     drv.quit()
+
+
+@pytest.fixture(scope="session")
+def compare_server(compare_warehouse_dir) -> Iterator[str]:
+    proc, url = start_server(compare_warehouse_dir)
+    yield url
+    proc.terminate()
+    proc.wait(10)

@@ -320,6 +320,15 @@ def test_hostile_sentence_text_is_rendered_as_text(dash, sent_id) -> None:
     ), found
 
 
+@pytest.mark.parametrize("search", ["?a=a&b=a&sent=0", "?a=a&b=a&sent=1"])
+def test_hostile_text_in_the_two_run_view_is_rendered_as_text(dash, search) -> None:
+    layout = dash.page("compare sentence", "/compare/sentence", search)
+    hostile = HOSTILE[int(search[-1])]
+    found = [(c, p) for c, p, s in _strings_with_component(layout) if hostile in s]
+    assert found, "the source is shown"
+    assert all((c.startswith("dash_html_components.") and p == "children") or p == "figure" for c, p in found)
+
+
 def test_hostile_text_in_explorer_rows_is_plain_data(dash) -> None:
     request = {"startRow": 0, "endRow": 100, "sortModel": [], "filterModel": {}}
     layout = dash.page("explorer", "/sentences", "?run=a")
