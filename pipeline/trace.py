@@ -7,14 +7,12 @@ the same arguments resumes after its last done part.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import math
-import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from pipeline.models.protocol import AttentionEdit, Encoded, Seq2SeqAdapter
 from pipeline.neighbours import TrainingStates, resolve_training_run, training_states
 from pipeline.ray_engine import Cluster, RayEngine, connect_cluster
 from pipeline.records import PartBuilder, Traced, vocabulary
+from pipeline.threads import default_threads, torch_threads
 from pipeline.writer import RunWriter, run_row
 from schemas import ConfigError
 from schemas.layout import crash_point, warehouse_root
@@ -94,26 +93,6 @@ class TraceSummary:
     n_skipped: int
     resumed_parts: int
     already_complete: bool
-
-
-def default_threads() -> int:
-    """Torch threads for decoding: all cores but one, at most 8.
-
-    Set deliberately: torch's default (every core) next to another busy process makes its
-    threads wait on each other (2 threads on 2 cores beside a busy process: 6.6 s for 1,000
-    dates sentences, against 3.3 s with 1 thread and 2.5 s with 2 threads on a quiet machine)."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (``default_threads()`` for None)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n or default_threads())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def default_run_id(model: Seq2SeqAdapter, corpus: Corpus) -> str:
