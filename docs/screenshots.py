@@ -53,9 +53,11 @@ def _wait_text(drv: webdriver.Chrome, text: str) -> None:
     WebDriverWait(drv, TIMEOUT).until(EC.text_to_be_present_in_element((By.TAG_NAME, "body"), text))
 
 
-def shots(run: str, greedy: str, sent_id: int) -> list[Shot]:
-    """What the README shows: the numbers beam-5 run, its greedy twin, one of its wrong sentences."""
+def shots(run: str, greedy: str, sent_id: int, changed: int) -> list[Shot]:
+    """What the README shows: the numbers beam-5 run, its greedy twin, one of its wrong sentences,
+    one sentence the two decode differently."""
     sentence = f"/run/{run}/sentence/{sent_id}"
+    pair = f"a={greedy}&b={run}"
     return [
         Shot("overview", f"/?run={run}", "Sentences by blamed stage", 1500),
         Shot("corpus-map", f"/?run={run}", "Decoder states of up to", 2600, element="#corpus-map"),
@@ -69,6 +71,8 @@ def shots(run: str, greedy: str, sent_id: int) -> list[Shot]:
             action=_click("#trajectory-show", "Encoder (blue)"),
         ),
         Shot("sql", "/sql", "SQL", 1100),
+        Shot("compare", f"/compare?{pair}", "vs  B =", 2200),
+        Shot("compare-sentence", f"/compare/sentence?{pair}&sent={changed}", "Sentence", 2000),
     ]
 
 
@@ -108,15 +112,18 @@ def main(warehouse: Path, out: Path) -> None:
             raise SystemExit(f"{warehouse} has no numbers test run: run `make demo` first")
         run = runs[-1]
         greedy = f"{run}.beam1"
-        wrong = wh.sql(
-            "SELECT sent_id FROM sentences WHERE run_id = ? AND NOT exact_match ORDER BY sent_id LIMIT 1",
-            [run],
-        )["sent_id"][0]
+        query = "SELECT min(sent_id) AS s FROM sentences WHERE run_id = ? AND NOT exact_match"
+        wrong = wh.sql(query, [run])["s"][0]
+        changed = wh.sql(
+            "SELECT min(a.sent_id) AS s FROM sentences a JOIN sentences b USING (sent_id) "
+            "WHERE a.run_id = ? AND b.run_id = ? AND a.exact_match <> b.exact_match",
+            [greedy, run],
+        )["s"][0]
     proc, port = start_server(warehouse, "cpu")
     drv = browser()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for shot in shots(run, greedy, int(wrong)):
+        for shot in shots(run, greedy, int(wrong), int(changed if changed is not None else wrong)):
             print(take(drv, f"http://127.0.0.1:{port}", shot, out), flush=True)
     finally:
         drv.quit()
