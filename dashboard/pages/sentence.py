@@ -29,7 +29,9 @@ def _not_found(message: str) -> html.Div:
     )
 
 
-def layout(run_id: str | None = None, sent_id: str | None = None, **_: str) -> html.Div:
+def layout(
+    run_id: str | None = None, sent_id: str | None = None, projection: str | None = None, **_: str
+) -> html.Div:
     wh = warehouse()
     if run_id not in wh.run_ids():
         return _not_found("No complete run of that name in this warehouse.")
@@ -115,7 +117,7 @@ def layout(run_id: str | None = None, sent_id: str | None = None, **_: str) -> h
                 dcc.Graph(id=ids.BEAM, figure=figures.beam_tree(view.beam_nodes, "Beam tree")),
                 className="panel",
             ),
-            neighbours.section(view),
+            neighbours.section(view, {"run": run_id, "sent_id": int(sent_id)}, projection),
             whatif.section(view),
         ],
         className="page",

@@ -68,6 +68,7 @@ def parse_filters(args: dict[str, str]) -> queries.Filters:
         text=args.get("text") or None,
         ref_token=args.get("ref_token"),
         hyp_token=args.get("hyp_token"),
+        cluster=as_int(args.get("cluster")),
         where=args.get("where") or None,
     )
 
@@ -134,6 +135,7 @@ def layout(run: str | None = None, **args: str) -> html.Div:
         if f.ref_token is not None
         else None
     )
+    cluster = _cluster_line(wh, run, args.get("cluster"), f.cluster)
     return html.Div(
         [
             dcc.Location(id=ids.EXPLORER_GO, refresh="callback-nav"),
@@ -141,6 +143,7 @@ def layout(run: str | None = None, **args: str) -> html.Div:
             run_picker(wh.run_ids(), run, ids.EXPLORER_RUN),
             controls,
             confusion,
+            cluster,
             html.Div(id=ids.GRID_COUNT),
             html.Div(id=ids.GRID_ERROR, className="error"),
             dag.AgGrid(
@@ -157,6 +160,22 @@ def layout(run: str | None = None, **args: str) -> html.Div:
             ),
         ],
         className="page",
+    )
+
+
+def _cluster_line(wh: queries.Warehouse, run: str, given: str | None, cluster: int | None) -> html.Div | None:
+    """What the cluster filter shows: the cluster, or why the URL's value is no cluster of the run."""
+    if given is None:
+        return None
+    if cluster is None or str(cluster) != str(given).strip():
+        message = f"cluster {given[:40]!r} is not a cluster number (1, 2, ...)"
+        return html.Div(message, className="error", id=ids.FILTER_CLUSTER)
+    problem = queries.cluster_problem(wh, run, cluster)
+    if problem:
+        return html.Div(problem, className="error", id=ids.FILTER_CLUSTER)
+    return html.Div(
+        f"state cluster {cluster}: the sentences whose clustered decoder state lies in it",
+        id=ids.FILTER_CLUSTER,
     )
 
 
@@ -223,5 +242,6 @@ def navigate(_apply, picked, selected, stage, tag, chrf, length, search, text, w
         "where": where or None,
         "ref_token": state.get("ref_token") if dash.ctx.triggered_id != ids.EXPLORER_RUN else None,
         "hyp_token": state.get("hyp_token") if dash.ctx.triggered_id != ids.EXPLORER_RUN else None,
+        "cluster": state.get("cluster") if dash.ctx.triggered_id != ids.EXPLORER_RUN else None,
     }
     return "/sentences?" + urlencode({k: v for k, v in params.items() if v is not None})
