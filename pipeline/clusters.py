@@ -65,10 +65,12 @@ def choose_states(sentences: pl.DataFrame, cfg: ClusterConfig = ClusterConfig())
 def kmeans_labels(vectors: np.ndarray, cfg: ClusterConfig = ClusterConfig()) -> np.ndarray:
     """k-means labels of the L2-normalised ``vectors`` [n, d] (seeded)."""
     from sklearn.cluster import KMeans  # only when a run completes: a second's import
+    from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
 
     x = np.asarray(vectors, dtype=np.float64)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    with warnings.catch_warnings():  # fewer distinct states than clusters: some stay empty
+    # one thread: the same labels on any machine, and no OpenMP spinning beside other work
+    with warnings.catch_warnings(), threadpool_limits(1):  # fewer distinct states than k: warned
         warnings.simplefilter("ignore")
         model = KMeans(cfg.k(len(x)), n_init=cfg.n_init, random_state=cfg.seed)
         return model.fit_predict(x)
