@@ -81,14 +81,13 @@ def rank_clusters(
 ) -> dict[str, pa.Table]:
     """Both tables from the clustered ``members`` (sent_id, step, is_wrong, produced, reference)
     and their k-means ``labels``: clusters numbered by rank (see the module doc)."""
-    m = members.with_columns(label=pl.Series(labels, dtype=pl.Int64))
+    m = members.with_columns(label=pl.Series(labels, dtype=pl.Int64)).sort("sent_id", "step")
     stats = m.group_by("label").agg(
         n_states=pl.len(),
         n_wrong=pl.col("is_wrong").sum(),
-        first_sent=pl.col("sent_id").min(),
+        first_sent=pl.col("sent_id").first(),  # the smallest (sent_id, step): m is sorted
+        first_step=pl.col("step").first(),
     )
-    first_step = m.join(stats, left_on=["label", "sent_id"], right_on=["label", "first_sent"])
-    stats = stats.join(first_step.group_by("label").agg(first_step=pl.col("step").min()), on="label")
     stats = stats.with_columns(rate=pl.col("n_wrong") / pl.col("n_states")).sort(
         ["rate", "n_wrong", "n_states", "first_sent", "first_step"],
         descending=[True, True, True, False, False],
