@@ -18,7 +18,7 @@ from schemas import BeamscopeError
 from warehouse.projections import PROJECTIONS, axis_titles, check_projection
 from warehouse.states import MAP_SENTENCES, corpus_map
 
-UMAP_NOTE = "UMAP's first projection after a server start compiles its code (tens of seconds)"
+UMAP_NOTE = "UMAP's first projection after a server start also compiles its code (several seconds)"
 
 
 def parse_projection(name: str | None) -> tuple[str | None, str | None]:
