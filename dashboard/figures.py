@@ -283,7 +283,7 @@ _GROUP_STYLE = {  # group: (colour, marker size, draw the path)
 }
 
 
-def trajectory(points: pl.DataFrame, title: str) -> go.Figure:
+def trajectory(points: pl.DataFrame, title: str, axes: tuple[str, str] = ("PC 1", "PC 2")) -> go.Figure:
     """A sentence's states as paths (source order, target steps) among their nearest training
     states; a neighbour's customdata is [training run, training sentence id]."""
     fig = go.Figure()
@@ -312,12 +312,12 @@ def trajectory(points: pl.DataFrame, title: str) -> go.Figure:
                 ),
             )
         )
-    fig.update_xaxes(title="PC 1")
-    fig.update_yaxes(title="PC 2")
+    fig.update_xaxes(title=axes[0])
+    fig.update_yaxes(title=axes[1])
     return _layout(fig, title, height=460)
 
 
-def corpus_map(points: pl.DataFrame, title: str) -> go.Figure:
+def corpus_map(points: pl.DataFrame, title: str, axes: tuple[str, str] = ("PC 1", "PC 2")) -> go.Figure:
     """Decoder states of sampled sentences coloured by the sentence's stage; customdata = sent_id."""
     fig = go.Figure()
     for stage, color in STAGE_COLORS.items():
@@ -341,6 +341,6 @@ def corpus_map(points: pl.DataFrame, title: str) -> go.Figure:
                 hovertemplate="%{hovertext}<extra>" + stage + "</extra>",
             )
         )
-    fig.update_xaxes(title="PC 1")
-    fig.update_yaxes(title="PC 2")
+    fig.update_xaxes(title=axes[0])
+    fig.update_yaxes(title=axes[1])
     return _layout(fig, title, height=420)

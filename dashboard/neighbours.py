@@ -8,18 +8,22 @@ training sentence.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import polars as pl
 from dash import Input, Output, State, callback, dcc, html, no_update
 
-from dashboard import figures, ids, queries
+from dashboard import figures, ids, maps, queries
 from dashboard.state import warehouse
 from schemas import BeamscopeError
+from warehouse.projections import PROJECTIONS, axis_titles
 from warehouse.states import bank_description, nearest_training, trajectory
 
 K = 10
 
 
-def section(view: queries.SentenceView) -> html.Div:
+def section(view: queries.SentenceView, key: dict, projection: str | None = None) -> html.Div:
+    """The neighbour table and the trajectory; ``projection`` from the URL (given: shown at once)."""
     src = view.source_tokens["token"].to_list()
     hyp = view.target_steps["token"].to_list()
     options = [
@@ -38,10 +42,23 @@ def section(view: queries.SentenceView) -> html.Div:
             ),
             dcc.Dropdown(options, first, id=ids.NN_STATE, clearable=False, style={"width": "420px"}),
             dcc.Loading(html.Div(id=ids.NN_TABLE)),
-            html.H4("State trajectory: the sentence's states among their nearest training states (PCA)"),
-            html.Button("Project the states", id=ids.TRAJECTORY_SHOW),
+            html.H4("State trajectory: the sentence's states among their nearest training states"),
+            _trajectory_controls(key, projection),
             dcc.Location(id=ids.NN_GO, refresh="callback-nav"),
             html.Div(dcc.Loading(dcc.Graph(id=ids.TRAJECTORY, style={"display": "none"})), className="panel"),
+        ]
+    )
+
+
+def _trajectory_controls(key: dict, projection: str | None) -> html.Div:
+    method, message = maps.parse_projection(projection)
+    data = {**key, "projection": method, "error": message, "auto": projection is not None}
+    return html.Div(
+        [
+            dcc.Store(id=ids.TRAJECTORY_KEY, data=data),
+            dcc.Location(id=ids.TRAJECTORY_GO, refresh="callback-nav"),
+            maps.projection_control(ids.TRAJECTORY_PROJECTION, method, message),
+            html.Button("Project the states", id=ids.TRAJECTORY_SHOW),
         ]
     )
 
@@ -115,17 +132,37 @@ def show_neighbours(state: str, key: dict):
     Output(ids.TRAJECTORY, "figure"),
     Output(ids.TRAJECTORY, "style"),
     Input(ids.TRAJECTORY_SHOW, "n_clicks"),
-    State(ids.SENTENCE_KEY, "data"),
-    prevent_initial_call=True,
+    Input(ids.TRAJECTORY_KEY, "data"),
 )
-def show_trajectory(_n: int, key: dict):
-    """On request: 30-odd neighbour searches, the costliest panel of the page."""
+def show_trajectory(clicks: int | None, key: dict):
+    """On request (or when the URL names a projection): 30-odd neighbour searches and a
+    projection, the costliest panel of the page."""
+    if not clicks and not key.get("auto"):
+        return no_update, no_update
+    method = key.get("projection")
     title = f"Encoder (blue) and decoder (orange) states of sentence {key['sent_id']}"
+    if method is None:
+        return figures.trajectory(pl.DataFrame(), f"{title}: {key.get('error')}"), {}
+    title += f" ({PROJECTIONS[method]})"
     try:
-        figure = figures.trajectory(trajectory(warehouse(), key["run"], key["sent_id"], k=5), title)
+        points = trajectory(warehouse(), key["run"], key["sent_id"], k=5, projection=method)
+        figure = figures.trajectory(points, title, axis_titles(method))
     except BeamscopeError as e:
         figure = figures.trajectory(pl.DataFrame(), f"{title}: {e}")
     return figure, {}
+
+
+@callback(
+    Output(ids.TRAJECTORY_GO, "href"),
+    Input(ids.TRAJECTORY_PROJECTION, "value"),
+    State(ids.TRAJECTORY_KEY, "data"),
+    prevent_initial_call=True,
+)
+def switch_projection(method: str | None, key: dict):
+    """A projection chosen: into the URL, which shows the trajectory with it."""
+    if method is None or (method == key.get("projection") and key.get("auto")):
+        return no_update
+    return f"/run/{key['run']}/sentence/{key['sent_id']}?" + urlencode({"projection": method})
 
 
 @callback(

@@ -96,6 +96,7 @@ class Filters:
     length_bucket: tuple[int, int] | None = None
     vs: str | None = None  # comparison: another run over the same corpus ...
     outcome: str | None = None  # ... and the sentences' outcome against it (warehouse.compare.OUTCOMES)
+    cluster: int | None = None  # state cluster (table state_cluster_members) of the run
     where: str | None = None  # free SQL condition over the sentence columns (checked by the sandbox)
     sort: list[tuple[str, str]] = field(default_factory=list)
 
@@ -129,6 +130,11 @@ class Filters:
         if isinstance(self.vs, str) and isinstance(self.outcome, str) and self.outcome in OUTCOMES:
             conds.append(outcome_condition(self.outcome))
             params += [run, self.vs]
+        if self.cluster is not None:
+            conds.append(
+                "sent_id IN (SELECT sent_id FROM state_cluster_members WHERE run_id = ? AND cluster = ?)"
+            )
+            params += [run, self.cluster]
         return conds, params
 
 
@@ -286,3 +292,25 @@ def layer_heads(attention: pl.DataFrame) -> list[tuple[int, int]]:
     """The (layer, head) pairs stored besides the mean, sorted."""
     pairs = attention.filter(pl.col("layer") >= 0).select("layer", "head").unique().sort("layer", "head")
     return [tuple(r) for r in pairs.iter_rows()]
+
+
+# state clusters (``pipeline.clusters``): where in decoder-state space the model fails
+def state_clusters(wh: Warehouse, run: str) -> pl.DataFrame:
+    """The run's state clusters, ranked (cluster 1 has the highest error rate)."""
+    return wh.sql(
+        "SELECT cluster, n_states, n_wrong, error_rate, top_produced, top_reference, example_sent_ids "
+        "FROM state_clusters WHERE run_id = ? ORDER BY cluster",
+        [run],
+    )
+
+
+def cluster_problem(wh: Warehouse, run: str, cluster: int) -> str | None:
+    """Why ``cluster`` is no state cluster of ``run`` (None when it is one)."""
+    n = wh.sql("SELECT count(*) FROM state_clusters WHERE run_id = ?", [run]).item()
+    if n == 0:
+        return (
+            f"run {run} has no state clusters (no decoder states kept, or too few sentences with a reference)"
+        )
+    if not 1 <= cluster <= n:
+        return f"run {run} has no state cluster {cluster}: its clusters are numbered 1 to {n}"
+    return None

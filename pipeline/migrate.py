@@ -1,9 +1,10 @@
 """``beamscope migrate``: upgrade a warehouse written by an older schema version, in place.
 
 Only versions listed in ``schemas.tables.MIGRATIONS`` migrate. New run tables are derived first
-(``vocabulary``: every (id, token) pair the run's rows show), then every Parquet part of an
-affected table is rewritten (temporary file + rename, as the writer does) with the current
-columns: added ones NULL, recast ones narrowed, dropped ones gone. The manifest's
+(``vocabulary``: every (id, token) pair the run's rows show; ``state_clusters`` and
+``state_cluster_members``: ``pipeline.clusters`` over the run's parts and decoder states), then
+every Parquet part of an affected table is rewritten (temporary file + rename, as the writer does)
+with the current columns: added ones NULL, recast ones narrowed, dropped ones gone. The manifest's
 ``schema_version`` is bumped last, under the writer lock, so readers refuse the warehouse until
 every part is done. Resumable and idempotent: a part that already has the current schema is left
 alone, and a killed migration is finished by running it again. LanceDB vector tables and the
@@ -21,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beamscope import __version__
-from pipeline.writer import locked, remove_orphan_temps, write_manifest, write_parquet
+from pipeline.clusters import CLUSTER_TABLES, run_clusters
+from pipeline.writer import RunWriter, locked, remove_orphan_temps, write_manifest, write_parquet
 from schemas import SCHEMA_VERSION, TABLES, SchemaVersionError, WarehouseError
 from schemas.layout import (
     crash_point,
@@ -66,8 +68,8 @@ def migrate(cfg: MigrateConfig) -> MigrationReport:
             )
         changes = changes_since(version)
         for table in changes.run_tables:
-            for run in manifest["runs"]:
-                _derive_run_table(root, table, run)
+            for run, entry in manifest["runs"].items():
+                _derive_run_table(root, table, run, entry.get("status") == "complete")
         tables = sorted({*changes.added, *changes.dropped, *changes.recast})
         checked = rewritten = 0
         for table in tables:
@@ -132,10 +134,19 @@ _PAIRS = {
 }
 
 
-def _derive_run_table(root: Path, table: str, run: str) -> None:
-    """Write ``table`` (only ``vocabulary`` so far) of an older ``run``, unless it is there."""
+def _derive_run_table(root: Path, table: str, run: str, complete: bool) -> None:
+    """Write ``table`` of an older ``run``, unless it is there: ``vocabulary``, or the state
+    clusters of a complete run (a run still being traced gets them when it completes)."""
     path = part_path(root, table, run, 0)
-    if table != "vocabulary" or path.exists():
+    if path.exists():
+        return
+    if table in CLUSTER_TABLES:
+        if complete:  # both at once (the other one too, if it is missing)
+            writer = RunWriter(root, run)
+            derived = run_clusters(writer)
+            writer.write_run_tables(
+                {t: derived[t] for t in CLUSTER_TABLES if not part_path(root, t, run, 0).exists()}
+            )
         return
     rows = []
     for side, sources in _PAIRS.items():

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from pipeline.agreement import AGREEMENT_MODES
 from pipeline.batching import length_batches, pad
 from pipeline.beam import DecodeConfig, beam_search
+from pipeline.clusters import run_clusters
 from pipeline.corpus import Corpus, Example, read_corpus
 from pipeline.errors import Taxonomy
 from pipeline.forced import force_decode
@@ -181,6 +182,7 @@ def _trace(cfg: TraceConfig, cluster: Cluster | None, progress: bool) -> TraceSu
     sentences = writer.read("sentences", ["hypothesis", "reference"])
     with_ref = [(h, r) for h, r in zip(*sentences, strict=True) if r is not None]
     scores = corpus_scores([h for h, _ in with_ref], [r for _, r in with_ref])
+    writer.write_run_tables(run_clusters(writer))
     writer.finish({**plan.row, "n_skipped": n_skipped, **scores}, {"n_sentences": n, "n_skipped": n_skipped})
     return TraceSummary(plan.run_id, plan.root, n, n_skipped, len(done), False)
 

@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.beam import DecodeConfig
+from pipeline.clusters import run_clusters
 from pipeline.corpus import Example
 from pipeline.errors import Taxonomy
 from pipeline.metrics import corpus_scores
@@ -123,6 +124,7 @@ def save_run(
     sent = tables["sentences"]
     reference = sent["reference"][0].as_py()
     scores = corpus_scores([sent["hypothesis"][0].as_py()], [reference]) if reference is not None else {}
+    writer.write_run_tables(run_clusters(writer))  # one sentence: no clusters, empty tables
     writer.finish({**row, **scores}, {"n_sentences": 1, "n_skipped": 0})
     return run_id
 

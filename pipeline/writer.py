@@ -313,8 +313,25 @@ class RunWriter:
 
     def read(self, table: str, columns: list[str]) -> list[list[Any]]:
         """Columns of ``table`` written for this run, as Python lists."""
-        t = pa.concat_tables([pq.read_table(f, columns=columns) for f in self._parts(table)])
+        t = self.read_table(table, columns)
         return [t[c].to_pylist() for c in columns]
+
+    def read_table(self, table: str, columns: list[str]) -> pa.Table:
+        """Columns of ``table`` written for this run (its parts in order)."""
+        parts = [pq.read_table(f, columns=columns) for f in self._parts(table)]
+        return pa.concat_tables(parts) if parts else TABLES[table].select(columns).empty_table()
+
+    def read_vectors(self, kind: str, where: str, columns: list[str]) -> pa.Table | None:
+        """Rows of this run's vector table ``kind`` matching ``where`` (None: the run has none)."""
+        tbl = open_vectors(self._vectors(), vector_table(kind, self.run_id))
+        if tbl is None:
+            return None
+        return tbl.search().where(where).limit(None).select(columns).to_arrow()
+
+    def write_run_tables(self, tables: dict[str, pa.Table]) -> None:
+        """The one part of each run table derived when a run completes (``pipeline.clusters``)."""
+        for name, table in tables.items():
+            write_parquet(table, part_path(self.root, name, self.run_id, 0))
 
     def _parts(self, table: str) -> Iterator[Any]:
         """The open part files of ``table`` written for this run so far."""

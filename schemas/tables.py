@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _RUN = pa.field("run_id", pa.string(), nullable=False)
 _SENT = pa.field("sent_id", pa.int64(), nullable=False)
@@ -187,6 +187,34 @@ VOCABULARY = pa.schema(
     ]
 )
 
+# Where in decoder-state space the model fails (``pipeline.clusters``, written when a run completes):
+# k-means clusters of one decoder state per sentence with a reference (the wrong ones' state at the
+# first divergence step, a seeded random step of the others), numbered by error rate (1 = highest).
+STATE_CLUSTERS = pa.schema(
+    [
+        _RUN,
+        pa.field("cluster", pa.int32(), nullable=False),  # rank: 1 = highest error rate
+        pa.field("n_states", pa.int64(), nullable=False),  # one state per sentence
+        pa.field("n_wrong", pa.int64(), nullable=False),  # of wrong sentences (state at divergence)
+        pa.field("error_rate", pa.float32(), nullable=False),  # n_wrong / n_states
+        pa.field("top_produced", pa.list_(pa.string()), nullable=False),  # most frequent first (<= 3)
+        pa.field("top_reference", pa.list_(pa.string()), nullable=False),
+        pa.field("example_sent_ids", pa.list_(pa.int64()), nullable=False),  # wrong ones first (<= 5)
+    ]
+)
+
+STATE_CLUSTER_MEMBERS = pa.schema(
+    [
+        _RUN,
+        _SENT,
+        pa.field("step", pa.int32(), nullable=False),  # the clustered state's target step
+        pa.field("cluster", pa.int32(), nullable=False),
+        pa.field("is_wrong", pa.bool_(), nullable=False),  # a wrong sentence: step = its divergence
+        pa.field("produced", pa.string(), nullable=False),  # the hypothesis' token at the step
+        pa.field("reference", pa.string(), nullable=False),  # the reference's token at the step
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "runs": RUNS,
     "vocabulary": VOCABULARY,
@@ -197,6 +225,8 @@ TABLES: dict[str, pa.Schema] = {
     "attention": ATTENTION,
     "beam_nodes": BEAM_NODES,
     "skipped": SKIPPED,
+    "state_clusters": STATE_CLUSTERS,
+    "state_cluster_members": STATE_CLUSTER_MEMBERS,
 }
 
 KEYS: dict[str, tuple[str, ...]] = {
@@ -209,10 +239,12 @@ KEYS: dict[str, tuple[str, ...]] = {
     "attention": ("run_id", "sent_id", "decoding", "step", "src_pos", "layer", "head"),
     "beam_nodes": ("run_id", "sent_id", "node_id"),
     "skipped": ("run_id", "sent_id"),
+    "state_clusters": ("run_id", "cluster"),
+    "state_cluster_members": ("run_id", "sent_id", "step"),
 }
 
 # The tables written once per run (one part); the others get one part per chunk of the corpus.
-RUN_TABLES: tuple[str, ...] = ("runs", "vocabulary")
+RUN_TABLES: tuple[str, ...] = ("runs", "vocabulary", "state_clusters", "state_cluster_members")
 PART_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t not in RUN_TABLES)
 VECTOR_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 
@@ -267,7 +299,7 @@ class Migration:
     added: dict[str, tuple[str, ...]] = field(default_factory=dict)  # nullable columns (NULL in old rows)
     dropped: dict[str, tuple[str, ...]] = field(default_factory=dict)  # columns now held elsewhere
     recast: dict[str, tuple[str, ...]] = field(default_factory=dict)  # columns stored narrower
-    run_tables: tuple[str, ...] = ()  # run tables new in this version, derived from the old parts
+    run_tables: tuple[str, ...] = ()  # run tables new in this version, derived from the old runs
 
 
 MIGRATIONS: dict[int, Migration] = {
@@ -283,6 +315,7 @@ MIGRATIONS: dict[int, Migration] = {
         recast={"attention": ("weight",), "target_steps": ("topk_probs",)},
         run_tables=("vocabulary",),
     ),
+    4: Migration(run_tables=("state_clusters", "state_cluster_members")),
 }
 
 

@@ -1,5 +1,6 @@
 """Hidden states (goal G2): a sentence's encoder and decoder states, their nearest training
-states (searched by the neighbour engine, ``pipeline.neighbours``), and 2-D projections (PCA).
+states (searched by the neighbour engine, ``pipeline.neighbours``), and 2-D projections (PCA, UMAP,
+t-SNE: ``warehouse.projections``).
 
 Neighbours come from the run's training run, ``runs.neighbours_run`` (decided when the run was
 traced): its last-layer encoder states, labelled by source token, and its reference-forced
@@ -19,6 +20,7 @@ from pipeline.neighbours import Bank, open_bank
 from schemas import WarehouseError
 from schemas.layout import open_vectors, vector_table
 from warehouse.marts import STAGE_SQL
+from warehouse.projections import check_projection, project
 from warehouse.store import Warehouse
 from warehouse.vectors import fetch
 
@@ -186,25 +188,17 @@ def _top_layer(wh: Warehouse, run: str, table: Any) -> int:
     return wh.memo(("top_layer", run), lambda: int(pc.max(fetch(table, "true", ["layer"])["layer"]).as_py()))
 
 
-def pca_2d(vectors: np.ndarray) -> np.ndarray:
-    """[n, 2] coordinates on the first two principal components of ``vectors`` [n, d]."""
-    x = np.asarray(vectors, dtype=np.float64)
-    if len(x) < 2:
-        return np.zeros((len(x), 2))
-    x = x - x.mean(0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    out = x @ vt[:2].T
-    return np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
-
-
-def trajectory(wh: Warehouse, run: str, sent_id: int, k: int = 5) -> pl.DataFrame:
+def trajectory(wh: Warehouse, run: str, sent_id: int, k: int = 5, projection: str = "pca") -> pl.DataFrame:
     """The sentence's encoder and decoder states and each one's ``k`` nearest training states,
-    projected together with PCA: columns group ('encoder', 'decoder', 'encoder neighbour',
-    'decoder neighbour'), position, token, x, y, train_run, train_sent_id (neighbours only)."""
-    return wh.memo(("trajectory", run, sent_id, k), lambda: _trajectory(wh, run, sent_id, k))
+    projected together (``projection``: pca, umap or tsne, fitted on the whole point set): columns
+    group ('encoder', 'decoder', 'encoder neighbour', 'decoder neighbour'), position, token, x, y,
+    train_run, train_sent_id (neighbours only)."""
+    projection = check_projection(projection)
+    key = ("trajectory", run, sent_id, k, projection)
+    return wh.memo(key, lambda: _trajectory(wh, run, sent_id, k, projection))
 
 
-def _trajectory(wh: Warehouse, run: str, sent_id: int, k: int) -> pl.DataFrame:
+def _trajectory(wh: Warehouse, run: str, sent_id: int, k: int, projection: str) -> pl.DataFrame:
     frames, blocks = [], []
     train = training_run(wh, run)
     has_training = train is not None and all(
@@ -237,17 +231,27 @@ def _trajectory(wh: Warehouse, run: str, sent_id: int, k: int) -> pl.DataFrame:
             blocks.append(near_vectors)
     if not blocks:
         return pl.DataFrame()
-    xy = pca_2d(np.concatenate(blocks))
+    xy = project(np.concatenate(blocks), projection)
     return pl.concat(frames).with_columns(x=pl.Series(xy[:, 0]), y=pl.Series(xy[:, 1]))
 
 
-def corpus_map(wh: Warehouse, run: str, max_sentences: int = 600) -> pl.DataFrame:
+# sentences on the corpus map: fewer for UMAP and t-SNE (~3,300 states of the demo's test run:
+# 2.6 s and 4.9 s, where 6,600 would take about twice as long)
+MAP_SENTENCES = {"pca": 600, "umap": 300, "tsne": 300}
+
+
+def corpus_map(
+    wh: Warehouse, run: str, max_sentences: int | None = None, projection: str = "pca"
+) -> pl.DataFrame:
     """Hypothesis decoder states of a sample of the run's sentences (every wrong one first, then
-    a fixed pseudo-random sample of the rest), projected with PCA: sent_id, step, token, stage, x, y."""
-    return wh.memo(("corpus_map", run, max_sentences), lambda: _corpus_map(wh, run, max_sentences))
+    a fixed pseudo-random sample of the rest; ``MAP_SENTENCES`` by default), projected with
+    ``projection`` (pca, umap or tsne): sent_id, step, token, stage, x, y."""
+    projection = check_projection(projection)
+    n = max_sentences or MAP_SENTENCES[projection]
+    return wh.memo(("corpus_map", run, n, projection), lambda: _corpus_map(wh, run, n, projection))
 
 
-def _corpus_map(wh: Warehouse, run: str, max_sentences: int) -> pl.DataFrame:
+def _corpus_map(wh: Warehouse, run: str, max_sentences: int, projection: str) -> pl.DataFrame:
     tbl = open_vectors(wh.vectors(), vector_table("decoder_states", run))
     if tbl is None:
         return pl.DataFrame()
@@ -265,7 +269,7 @@ def _corpus_map(wh: Warehouse, run: str, max_sentences: int) -> pl.DataFrame:
     rows = hyp_states(fetch(tbl, f"sent_id IN ({ids})"), steps)
     if not rows.num_rows:
         return pl.DataFrame()
-    xy = pca_2d(_vectors(rows))
+    xy = project(_vectors(rows), projection)
     states = pl.from_arrow(rows.select(["sent_id", "step", "next_token"])).rename({"next_token": "token"})
     xy = np.round(xy, 4)  # plenty for a scatter plot; keeps the figure small
     return states.with_columns(x=pl.Series(xy[:, 0]), y=pl.Series(xy[:, 1])).join(sample, on="sent_id")

@@ -7,16 +7,15 @@ from urllib.parse import urlencode
 import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
-from dashboard import figures, ids, queries
+from dashboard import clusters, figures, ids, maps, queries
 from dashboard.components import card, run_picker, simple_table
 from dashboard.state import warehouse
 from warehouse.compare import same_corpus_runs
-from warehouse.states import corpus_map
 
 dash.register_page(__name__, path="/", name="Overview", order=0)
 
 
-def layout(run: str | None = None, **_: str) -> html.Div:
+def layout(run: str | None = None, projection: str | None = None, **_: str) -> html.Div:
     wh = warehouse()
     if not wh.run_ids():
         return html.Div("This warehouse has no complete runs yet.", className="page")
@@ -95,16 +94,11 @@ def layout(run: str | None = None, **_: str) -> html.Div:
                 ],
                 className="grid2",
             ),
-            html.Div(dcc.Loading(dcc.Graph(id=ids.CORPUS_MAP)), className="panel"),
+            clusters.panel(wh, run),
+            maps.corpus_map_panel(run, projection),
         ],
         className="page",
     )
-
-
-@callback(Output(ids.CORPUS_MAP, "figure"), Input(ids.OVERVIEW_RUN + "-value", "data"))
-def show_corpus_map(run: str):
-    title = "Decoder states of up to 600 sentences, wrong ones first (PCA; click a dot)"
-    return figures.corpus_map(corpus_map(warehouse(), run), title)
 
 
 def _graph(graph_id: str, figure: object) -> html.Div:

@@ -16,7 +16,9 @@ dash.register_page(__name__, path_template="/run/<run_id>/sentence/<sent_id>", n
 _STEP = re.compile(r"^(\d+):")
 
 
-def layout(run_id: str | None = None, sent_id: str | None = None, **_: str) -> html.Div:
+def layout(
+    run_id: str | None = None, sent_id: str | None = None, projection: str | None = None, **_: str
+) -> html.Div:
     wh = warehouse()
     if run_id not in wh.run_ids():
         return not_found("No complete run of that name in this warehouse.")
@@ -50,7 +52,7 @@ def layout(run_id: str | None = None, sent_id: str | None = None, **_: str) -> h
             html.H3(f"Sentence {sent_id} of {run_id}"),
             stages.summary(view),
             *stages.stages(view, stages.GraphIds(ids.ATTN, ids.TOPK, ids.BEAM), controls),
-            neighbours.section(view),
+            neighbours.section(view, {"run": run_id, "sent_id": int(sent_id)}, projection),
             whatif.section(view),
         ],
         className="page",

@@ -70,6 +70,7 @@ def parse_filters(args: dict[str, str]) -> queries.Filters:
         text=args.get("text") or None,
         ref_token=args.get("ref_token"),
         hyp_token=args.get("hyp_token"),
+        cluster=as_int(args.get("cluster")),
         where=args.get("where") or None,
         vs=_text(args.get("vs")),
         outcome=_text(args.get("outcome")) if _text(args.get("outcome")) in OUTCOMES else None,
@@ -138,6 +139,7 @@ def layout(run: str | None = None, **args: str) -> html.Div:
         if f.ref_token is not None
         else None
     )
+    cluster = _cluster_line(wh, run, args.get("cluster"), f.cluster)
     return html.Div(
         [
             dcc.Location(id=ids.EXPLORER_GO, refresh="callback-nav"),
@@ -146,6 +148,7 @@ def layout(run: str | None = None, **args: str) -> html.Div:
             controls,
             confusion,
             outcome,
+            cluster,
             html.Div(id=ids.GRID_COUNT),
             html.Div(id=ids.GRID_ERROR, className="error"),
             dag.AgGrid(
@@ -185,6 +188,22 @@ def _outcome(wh: Warehouse, run: str, f: queries.Filters) -> tuple[queries.Filte
     label = OUTCOME_LABELS[f.outcome].format(a=run, b=f.vs)
     back = dcc.Link("back to the comparison", href="/compare?" + urlencode({"a": run, "b": f.vs}))
     return f, html.Div([f"compared with {f.vs}: {f.outcome} ({label}) ", back], id=ids.EXPLORER_OUTCOME)
+
+
+def _cluster_line(wh: queries.Warehouse, run: str, given: str | None, cluster: int | None) -> html.Div | None:
+    """What the cluster filter shows: the cluster, or why the URL's value is no cluster of the run."""
+    if given is None:
+        return None
+    if cluster is None or str(cluster) != str(given).strip():
+        message = f"cluster {given[:40]!r} is not a cluster number (1, 2, ...)"
+        return html.Div(message, className="error", id=ids.FILTER_CLUSTER)
+    problem = queries.cluster_problem(wh, run, cluster)
+    if problem:
+        return html.Div(problem, className="error", id=ids.FILTER_CLUSTER)
+    return html.Div(
+        f"state cluster {cluster}: the sentences whose clustered decoder state lies in it",
+        id=ids.FILTER_CLUSTER,
+    )
 
 
 def _len_text(f: queries.Filters) -> str:
@@ -256,5 +275,6 @@ def navigate(_apply, picked, selected, stage, tag, chrf, length, search, text, w
         "hyp_token": state.get("hyp_token") if dash.ctx.triggered_id != ids.EXPLORER_RUN else None,
         "vs": state.get("vs") if dash.ctx.triggered_id != ids.EXPLORER_RUN else None,
         "outcome": state.get("outcome") if dash.ctx.triggered_id != ids.EXPLORER_RUN else None,
+        "cluster": state.get("cluster") if dash.ctx.triggered_id != ids.EXPLORER_RUN else None,
     }
     return "/sentences?" + urlencode({k: v for k, v in params.items() if v is not None})

@@ -1,6 +1,6 @@
 """Schema evolution: a version-1 warehouse is refused with a pointer to ``beamscope migrate``, which
-upgrades it in place through versions 2 and 3 (resumable, idempotent, vectors untouched); a newer
-one is refused clearly."""
+upgrades it in place through versions 2, 3 and 4 (resumable, idempotent, vectors untouched); a
+version-3 one gets its state clusters; a newer one is refused clearly."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from beamscope.cli import main
+from pipeline.clusters import CLUSTER_TABLES
 from schemas import SCHEMA_VERSION, TABLES, SchemaVersionError
 from schemas.layout import migratable, read_manifest, vectors_dir
 from schemas.tables import MIGRATIONS, changes_since
@@ -56,6 +57,8 @@ def downgrade(src: Path, dst: Path) -> int:
         pq.write_table(t.set_column(i, "weight", t["weight"].cast(pa.float32())), part, compression="zstd")
         changed.add(part)
     shutil.rmtree(dst / "tables" / "vocabulary")
+    for table in CLUSTER_TABLES:  # version 4's
+        shutil.rmtree(dst / "tables" / table)
     for table, cols in V2_COLUMNS.items():
         for part in sorted((dst / "tables" / table).glob("*/*.parquet")):
             pq.write_table(pq.read_table(part).drop(list(cols)), part, compression="zstd")
@@ -83,10 +86,11 @@ def _vector_files(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_changes_by_version() -> None:
-    assert SCHEMA_VERSION == 3 and migratable(1) and migratable(2) and not migratable(0)
+    assert SCHEMA_VERSION == 4 and migratable(1) and migratable(2) and migratable(3) and not migratable(0)
     assert not migratable(SCHEMA_VERSION + 1)
     since1 = changes_since(1)
-    assert since1.added == V2_COLUMNS and since1.run_tables == ("vocabulary",)
+    assert since1.added == V2_COLUMNS and since1.run_tables == ("vocabulary", *CLUSTER_TABLES)
+    assert changes_since(3).run_tables == CLUSTER_TABLES and not changes_since(3).added
     assert changes_since(2).dropped == {"target_steps": ("topk_tokens",)} and not changes_since(2).added
     assert changes_since(SCHEMA_VERSION) == type(since1)()
     for table, cols in V2_COLUMNS.items():  # only nullable columns can be added by a migration
@@ -97,7 +101,7 @@ def test_version_1_is_refused_with_the_migrate_command(current, tmp_path, capsys
     old = tmp_path / "v1"
     downgrade(current, old)
     msg = (
-        f"{old}/manifest.json: written by schema version 1, older than 3; "
+        f"{old}/manifest.json: written by schema version 1, older than 4; "
         f"run `beamscope migrate --warehouse {old}` to upgrade it in place"
     )
     with pytest.raises(SchemaVersionError) as err:
@@ -123,10 +127,10 @@ def test_migrate_killed_then_resumed_equals_the_current_warehouse(
     assert main(["migrate", "--warehouse", str(old)]) == 0
     out = capsys.readouterr().out
     assert out == (
-        f"{old}: migrated from schema version 1 to 3 ({n_parts - 3} of {n_parts} parts rewritten)\n"
+        f"{old}: migrated from schema version 1 to 4 ({n_parts - 3} of {n_parts} parts rewritten)\n"
     )
     assert main(["migrate", "--warehouse", str(old)]) == 0
-    assert capsys.readouterr().out == f"{old}: already at schema version 3; nothing to do\n"
+    assert capsys.readouterr().out == f"{old}: already at schema version 4; nothing to do\n"
 
     manifest = read_manifest(old)
     assert manifest["schema_version"] == SCHEMA_VERSION and manifest["migrations"][0]["from"] == 1
@@ -160,6 +164,25 @@ def test_migrate_killed_then_resumed_equals_the_current_warehouse(
     assert s.n_sentences == 6
     t = h.parquet_rows(old, "target_steps", "after")
     assert pc.sum(pc.is_valid(t["nn_agreement"])).as_py() > 0
+
+
+def test_version_3_gets_its_state_clusters(current, tmp_path) -> None:
+    """Version 4 only adds the state clusters: migrate derives them, equal to what a trace writes."""
+    old = tmp_path / "v3"
+    shutil.copytree(current, old)
+    for table in CLUSTER_TABLES:
+        shutil.rmtree(old / "tables" / table)
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 3}))
+    with pytest.raises(SchemaVersionError, match="run `beamscope migrate"):
+        open_warehouse(old)
+    assert main(["migrate", "--warehouse", str(old)]) == 0
+    for table in CLUSTER_TABLES:
+        for run in ("train", "test"):
+            got = h.parquet_rows(old, table, run)
+            assert got.num_rows > 0 and got.equals(h.parquet_rows(current, table, run)), (table, run)
+    with open_warehouse(old) as wh:
+        assert wh.sql("SELECT count(*) FROM state_clusters WHERE cluster = 1").item() == 2
 
 
 def test_newer_and_unmigratable_versions_are_refused(current, tmp_path, capsys) -> None:
