@@ -40,6 +40,7 @@ from dashboard import queries
 from pipeline.writer import write_manifest
 from schemas import PART_TABLES, TABLES
 from schemas.layout import part_path, read_manifest, run_dir
+from schemas.tables import RUN_TABLES
 from warehouse import open_warehouse
 from warehouse.marts import MARTS
 
@@ -123,6 +124,34 @@ def _is_built(root: Path, source: str, fingerprint: str) -> bool:
         and run.get("n_sentences", 0) >= TARGET_SENTENCES
         and run.get("part_sentences", 0) >= PART_SENTENCES // 2
     )
+
+
+def _write_run_tables(root: Path, src_root: Path, src_run: str, n: int, replicas: int) -> None:
+    """The run's one-file tables: the source's vocabulary; its clustered states once per replica
+    (ids shifted as in the parts), so every cluster holds ``replicas`` times its states."""
+    for table in RUN_TABLES:
+        if table == "runs":
+            continue
+        src = _read_run(src_root, table, src_run)
+        if table == "state_cluster_members":
+            i = src.schema.get_field_index("sent_id")
+            src = pa.concat_tables(
+                [
+                    src.set_column(i, "sent_id", pc.add(src["sent_id"], pa.scalar(k * n, pa.int64())))
+                    for k in range(replicas)
+                ]
+            )
+        elif table == "state_clusters":
+            for col in ("n_states", "n_wrong"):
+                i = src.schema.get_field_index(col)
+                src = src.set_column(
+                    i, col, pc.multiply(src[col], pa.scalar(replicas, src.schema.field(col).type))
+                )
+        path = part_path(root, table, SCALE_RUN, 0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        run_ids = pa.array([SCALE_RUN] * src.num_rows)
+        src = src.set_column(src.schema.get_field_index("run_id"), "run_id", run_ids)
+        pq.write_table(src.cast(TABLES[table]), path, compression="zstd")
 
 
 def build(src_root: Path, src_run: str) -> tuple[Path, dict[str, Any]]:
@@ -209,6 +238,7 @@ def build(src_root: Path, src_run: str) -> tuple[Path, dict[str, Any]]:
     runs_path = part_path(tmp, "runs", SCALE_RUN, 0)
     runs_path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist([row], schema=TABLES["runs"]), runs_path, compression="zstd")
+    _write_run_tables(tmp, src_root, src_run, n, replicas)
 
     new = {k: v for k, v in manifest.items() if k != "indexes"}  # no vectors here
     new["runs"] = {
