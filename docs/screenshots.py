@@ -4,7 +4,7 @@
     .venv/bin/python -m docs.screenshots [--warehouse demo/warehouse] [--out docs/screenshots]
 
 ``beamscope serve`` is started on a free loopback port (as ``bench.load`` does); each shot opens a
-URL, waits for a text that says the page has drawn, optionally clicks, and saves the whole window
+URL, waits for a text that says the page has drawn, and saves the whole window
 or one element as PNG.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,16 +36,6 @@ class Shot:
     wait: str  # text on the page once it has drawn
     height: int = 1500
     element: str | None = None  # CSS selector of the one element to save (None: the window)
-    action: Callable[[webdriver.Chrome], None] | None = None
-
-
-def _click(selector: str, then_wait: str | None = None) -> Callable[[webdriver.Chrome], None]:
-    def act(drv: webdriver.Chrome) -> None:
-        WebDriverWait(drv, TIMEOUT).until(EC.element_to_be_clickable((By.CSS_SELECTOR, selector))).click()
-        if then_wait:
-            _wait_text(drv, then_wait)
-
-    return act
 
 
 def _wait_text(drv: webdriver.Chrome, text: str) -> None:
@@ -60,18 +49,19 @@ def shots(run: str, greedy: str, sent_id: int, changed: int) -> list[Shot]:
     pair = f"a={greedy}&b={run}"
     return [
         Shot("overview", f"/?run={run}", "Sentences by blamed stage", 1500),
-        Shot("corpus-map", f"/?run={run}", "Decoder states of up to", 2600, element="#corpus-map"),
+        Shot("clusters", f"/?run={run}", "Sentences by blamed stage", 3000, "div.panel:has(#state-clusters)"),
+        Shot(
+            "corpus-map",
+            f"/?run={run}&projection=umap",
+            "Decoder states of up to",
+            3400,
+            "div.panel:has(#corpus-map)",
+        ),
         Shot("explorer", f"/sentences?run={run}&stage=prediction", "sentences match", 900),
         Shot("sentence", sentence, "Encoder: source tokens", 2000),
-        Shot(
-            "neighbours",
-            sentence,
-            "Nearest training examples",
-            2600,
-            action=_click("#trajectory-show", "Encoder (blue)"),
-        ),
+        Shot("neighbours", sentence + "?projection=umap", "Encoder (blue)", 3000),
         Shot("sql", "/sql", "SQL", 1100),
-        Shot("compare", f"/compare?{pair}", "vs  B =", 2200),
+        Shot("compare", f"/compare?{pair}", "wrong in both", 2200),
         Shot("compare-sentence", f"/compare/sentence?{pair}&sent={changed}", "Sentence", 2000),
     ]
 
@@ -80,8 +70,6 @@ def take(drv: webdriver.Chrome, url: str, shot: Shot, out: Path) -> Path:
     drv.set_window_size(WIDTH, shot.height)
     drv.get(url + shot.path)
     _wait_text(drv, shot.wait)
-    if shot.action:
-        shot.action(drv)
     time.sleep(1.5)  # plotly's transitions
     path = out / f"{shot.name}.png"
     if shot.element:

@@ -131,13 +131,15 @@ _LEN_BUCKETS = {
     Input({"table": ids.WORST, "row": dash.ALL}, "n_clicks"),
     Input(ids.CORPUS_MAP, "clickData"),
     State(ids.OVERVIEW_RUN + "-value", "data"),
+    State(ids.CORPUS_PROJECTION, "value"),
     prevent_initial_call=True,
 )
-def navigate(picked, stage, tag, chrf, length, bucket, _conf, _worst, state, run):  # noqa: ANN001, PLR0913
+def navigate(picked, stage, tag, chrf, length, bucket, _conf, _worst, state, run, projection):  # noqa: ANN001, PLR0913
     """Turn a click on any number into the URL of the sentences behind it."""
     trigger = dash.ctx.triggered_id
-    if trigger == ids.OVERVIEW_RUN:
-        return "/?" + urlencode({"run": picked}) if picked != run else no_update
+    if trigger == ids.OVERVIEW_RUN:  # another run, in the same projection
+        keep = {"projection": projection} if projection and projection != "pca" else {}
+        return "/?" + urlencode({"run": picked, **keep}) if picked != run else no_update
     if not dash.ctx.triggered or dash.ctx.triggered[0]["value"] in (None, 0):
         return no_update
     if trigger == ids.STAGE_BAR:
