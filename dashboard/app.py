@@ -18,7 +18,7 @@ def create_app(
     """The app over ``warehouse``; what-if loads each run's model, or ``model`` for every run."""
     set_warehouse(warehouse, sandbox or SafeSQL(warehouse.root), model, device)
     app = Dash(
-        __name__,
+        "dashboard",  # the package: Dash then names the pages dashboard.pages.<page>, as imports do
         use_pages=True,
         pages_folder=str(Path(__file__).parent / "pages"),
         title="beamscope",
