@@ -243,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8050)
     p.add_argument("--token", default=None, help="access token (default: $BEAMSCOPE_TOKEN)")
     p.add_argument("--model", default=None, help="model directory for what-if (default: each run's own)")
-    p.add_argument("--workers", type=int, default=1, help="server processes (gunicorn workers)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="server processes (default: one a core, at most 4)"
+    )
     p.add_argument("--threads", type=int, default=32, help="threads per server process")
     _add_device(p)
     p.set_defaults(handler=_serve)

@@ -34,6 +34,7 @@ from bench.dash_client import DashClient, HttpTransport, component_props, texts
 from schemas import BeamscopeError
 
 DEMO = Path("demo/warehouse")
+TARGET_MS, STRESS_TARGET_MS = 500, 1500  # p95 with people's think time, and with none (a stress test)
 CACHE = Path(".beamscope/bench/load-warehouse")
 SQL_POOL = [
     "SELECT blamed_stage, count(*) AS n FROM sentences WHERE run_id = '{run}' GROUP BY 1 ORDER BY 2 DESC",
@@ -264,6 +265,7 @@ def summarise(
 
 
 def report(r: dict[str, Any]) -> str:
+    target = TARGET_MS if r["think_s"] > 0 else STRESS_TARGET_MS
     lines = [
         f"dashboard load: {r['clients']} clients for {r['seconds']:.0f} s on loopback over {r['warehouse']} "
         f"({r['warehouse_kind']}, run {r['run']}), think time {r['think_s']:g} s on average, "
@@ -271,8 +273,8 @@ def report(r: dict[str, Any]) -> str:
         f"  requests served {r['requests']:,} ({r['requests_per_s']:.1f}/s), page views "
         + ", ".join(f"{k} {v}" for k, v in sorted(r["page_views"].items())),
         f"  latency p50 {r['p50_ms']:.0f} ms, p95 {r['p95_ms']:.0f} ms, max {r['max_ms']:.0f} ms; "
-        f"errors {r['errors']}   (target: p95 < 1000 ms, 0 errors: "
-        f"{'met' if r['p95_ms'] < 1000 and r['errors'] == 0 else 'NOT met'})",
+        f"errors {r['errors']}   (target: p95 < {target:.0f} ms, 0 errors: "
+        f"{'met' if r['p95_ms'] < target and r['errors'] == 0 else 'NOT met'})",
         f"  {'request':<22}{'n':>7}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}",
     ]
     for k, v in r["by_kind"].items():

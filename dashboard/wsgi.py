@@ -35,6 +35,12 @@ def required_token(host: str, token: str | None) -> str | None:
     return token
 
 
+def default_workers() -> int:
+    """Server processes: one a core, at most 4. Python holds one core per process: on 2 cores with
+    20 clients and no think time, 2 processes served 62 requests/s against 45 with one (bench.load)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def serve(
     warehouse: str,
     host: str = "127.0.0.1",
@@ -42,10 +48,11 @@ def serve(
     token: str | None = None,
     model: str | None = None,
     device: str = "auto",
-    workers: int = 1,
+    workers: int | None = None,
     threads: int = 32,
 ) -> None:
     """Serve ``warehouse`` until interrupted; bad options and warehouses are refused first."""
+    workers = default_workers() if workers is None else workers
     if workers < 1 or threads < 1:
         raise ConfigError(f"--workers and --threads must be at least 1 (got {workers}, {threads})")
     token = required_token(host, token)
