@@ -46,12 +46,17 @@ def start_server(warehouse, *extra: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("beamscope serve did not start")
 
 
-@pytest.fixture(scope="session")
-def server(warehouse_dir) -> Iterator[str]:
-    proc, url = start_server(warehouse_dir)
+def serving(warehouse) -> Iterator[str]:
+    """The URL of ``beamscope serve`` over ``warehouse`` while the fixture lasts."""
+    proc, url = start_server(warehouse)
     yield url
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def server(warehouse_dir) -> Iterator[str]:
+    yield from serving(warehouse_dir)
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +89,4 @@ def browser():
 
 @pytest.fixture(scope="session")
 def compare_server(compare_warehouse_dir) -> Iterator[str]:
-    proc, url = start_server(compare_warehouse_dir)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    yield from serving(compare_warehouse_dir)
