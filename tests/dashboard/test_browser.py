@@ -32,7 +32,10 @@ def test_every_page_opens(server, browser) -> None:
     for stage in ("Decoder:", "Attention", "Prediction:", "Search:"):
         assert stage in body
     # attention, top-k, beam tree, state trajectory
-    assert len(browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) == 4
+    # plotly.js loads after the page's text: wait for the figures
+    WebDriverWait(browser, TIMEOUT).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) == 4
+    )
     wait_text(browser, "has no traced training run")  # this warehouse has none: said, not an error
 
 

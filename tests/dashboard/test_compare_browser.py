@@ -39,7 +39,10 @@ def test_deltas_and_counts_and_a_count_opens_the_filtered_explorer(
         assert m["metric"] in scores and fmt.format(scale * m["delta_high"]) in scores
     for outcome, n in c.counts.items():
         assert browser.find_element(By.CSS_SELECTOR, f"#compare-count-{outcome} a").text == str(n)
-    assert len(browser.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) == 2  # the bucket charts
+    # the two bucket charts, once plotly.js (loaded after the page's text) has drawn them
+    WebDriverWait(browser, TIMEOUT).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) == 2
+    )
     browser.find_element(By.CSS_SELECTOR, "#compare-count-fixed a").click()
     WebDriverWait(browser, TIMEOUT).until(EC.url_contains("/sentences?"))
     assert "run=greedy" in browser.current_url and "vs=beam" in browser.current_url
