@@ -18,7 +18,8 @@ def main() -> None:
     hf_speed.main(args.device)
     scale.main(args.device)
     ann.main(args.device)
-    load.main(args.device)
+    load.main(args.device)  # people reading pages (2 s on average)
+    load.main(args.device, think=0.0)  # and the stress test
 
 
 if __name__ == "__main__":
