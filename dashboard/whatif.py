@@ -17,7 +17,7 @@ from typing import Any
 import dash
 from dash import Input, Output, State, callback, dcc, html
 
-from dashboard import figures, ids, queries
+from dashboard import figures, ids, queries, stages
 from dashboard.state import model_for, warehouse
 from pipeline.beam import DecodeConfig
 from pipeline.errors import Taxonomy
@@ -169,7 +169,6 @@ def _stages(view: queries.SentenceView, title: str, score_note: str = "") -> htm
     """One column of the comparison: the five stages of one decoding."""
     s = view.sentence
     src = view.source_tokens["token"].to_list()
-    hyp = view.target_steps["token"].to_list()
     ref = view.reference_steps["token"].to_list() if view.reference_steps.height else None
     fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
     return html.Div(
@@ -178,15 +177,7 @@ def _stages(view: queries.SentenceView, title: str, score_note: str = "") -> htm
             html.Div(["hypothesis: ", html.B(s["hypothesis"])], className="whatif-hyp"),
             html.Div(f"score {fmt(s['hyp_score'])}  chrF {fmt(s['chrf'])}  stage {s['stage']}{score_note}"),
             html.Div(["encoder: ", *(html.Span(t, className="tok") for t in src)], className="tokens"),
-            dcc.Graph(
-                figure=figures.attention_heatmap(
-                    queries.attention_matrix(view.attention, "hyp"),
-                    src,
-                    hyp,
-                    "Attention",
-                    s["first_divergence_step"],
-                )
-            ),
+            dcc.Graph(figure=stages.attention_figure(view)),
             dcc.Graph(figure=figures.topk_figure(view.target_steps, ref, "Top-k")),
             dcc.Graph(figure=figures.beam_tree(view.beam_nodes, "Beam tree")),
         ],
