@@ -23,6 +23,9 @@ def free_port() -> int:
 
 
 def start_server(warehouse, *extra: str) -> tuple[subprocess.Popen, str]:
+    """``beamscope serve`` on a free port, one server process unless ``extra`` says otherwise (on
+    2 cores every further process slows the suite; the shared ``server`` runs serve's default 2)."""
+    extra = extra if "--workers" in extra else ("--workers", "1", *extra)
     port = free_port()
     # to a file: the server logs every request, and an undrained pipe would fill and stall it
     with tempfile.NamedTemporaryFile("w", prefix="beamscope-serve-", suffix=".log", delete=False) as log:
@@ -33,7 +36,7 @@ def start_server(warehouse, *extra: str) -> tuple[subprocess.Popen, str]:
             text=True,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # an S3 warehouse on a loaded 2-core machine: ~60 s seen
     while time.monotonic() < deadline:
         try:
             urllib.request.urlopen(url + "/_dash-layout", timeout=2)
@@ -46,9 +49,9 @@ def start_server(warehouse, *extra: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("beamscope serve did not start")
 
 
-def serving(warehouse) -> Iterator[str]:
+def serving(warehouse, *extra: str) -> Iterator[str]:
     """The URL of ``beamscope serve`` over ``warehouse`` while the fixture lasts."""
-    proc, url = start_server(warehouse)
+    proc, url = start_server(warehouse, *extra)
     yield url
     proc.terminate()
     proc.wait(10)
@@ -56,7 +59,7 @@ def serving(warehouse) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def server(warehouse_dir) -> Iterator[str]:
-    yield from serving(warehouse_dir)
+    yield from serving(warehouse_dir, "--workers", "2")  # serve's default on 2 cores
 
 
 @pytest.fixture(scope="session")
