@@ -10,6 +10,7 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 from dashboard import clusters, figures, ids, maps, queries
 from dashboard.components import card, run_picker, simple_table
 from dashboard.state import warehouse
+from warehouse import Warehouse
 from warehouse.compare import same_corpus_runs
 
 dash.register_page(__name__, path="/", name="Overview", order=0)
@@ -20,7 +21,25 @@ def layout(run: str | None = None, projection: str | None = None, **_: str) -> h
     if not wh.run_ids():
         return html.Div("This warehouse has no complete runs yet.", className="page")
     run = wh.resolve_run(run) if run in wh.run_ids() else wh.run_ids()[-1]
-    info = queries.run_info(wh, run)
+    return html.Div(
+        [
+            dcc.Location(id=ids.OVERVIEW_GO, refresh="callback-nav"),
+            dcc.Store(id=ids.OVERVIEW_RUN + "-value", data=run),
+            run_picker(
+                wh.run_ids(), run, ids.OVERVIEW_RUN, (same_corpus_runs(wh, run), ids.OVERVIEW_COMPARE)
+            ),
+            _cards(queries.run_info(wh, run)),
+            _charts(wh, run),
+            _tables(wh, run),
+            clusters.panel(wh, run),
+            maps.corpus_map_panel(run, projection),
+        ],
+        className="page",
+    )
+
+
+def _cards(info: dict) -> html.Div:
+    """The run's corpus scores, model and corpus."""
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     num = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
     cards = [
@@ -33,71 +52,45 @@ def layout(run: str | None = None, projection: str | None = None, **_: str) -> h
         card("model", info["model_name"]),
         card("corpus", info["corpus"]),
     ]
+    return html.Div(cards, className="cards")
+
+
+def _charts(wh: Warehouse, run: str) -> html.Div:
+    """Stages, tags, chrF and length histograms, bucket accuracy: every bar clicks through."""
     b = queries.buckets(wh, run)
-    conf = queries.confusions(wh, run)
-    worst = queries.worst(wh, run)
+    hist = lambda column, title: figures.histogram(queries.histogram(wh, run, column, 5), 5, title)  # noqa: E731
     return html.Div(
         [
-            dcc.Location(id=ids.OVERVIEW_GO, refresh="callback-nav"),
-            dcc.Store(id=ids.OVERVIEW_RUN + "-value", data=run),
-            run_picker(
-                wh.run_ids(), run, ids.OVERVIEW_RUN, (same_corpus_runs(wh, run), ids.OVERVIEW_COMPARE)
+            _graph(ids.STAGE_BAR, figures.stage_bar(queries.stage_counts(wh, run))),
+            _graph(ids.TAG_BAR, figures.tag_bar(queries.tag_counts(wh, run))),
+            _graph(ids.CHRF_HIST, hist("chrf", "Sentence chrF (click a bin)")),
+            _graph(ids.LEN_HIST, hist("src_len", "Source length in tokens (click a bin)")),
+            _graph(
+                ids.FREQ_BUCKETS,
+                figures.bucket_chart(b, "ref_token_frequency", "Token F by training frequency"),
             ),
-            html.Div(cards, className="cards"),
-            html.Div(
-                [
-                    _graph(ids.STAGE_BAR, figures.stage_bar(queries.stage_counts(wh, run))),
-                    _graph(ids.TAG_BAR, figures.tag_bar(queries.tag_counts(wh, run))),
-                    _graph(
-                        ids.CHRF_HIST,
-                        figures.histogram(
-                            queries.histogram(wh, run, "chrf", 5), 5, "Sentence chrF (click a bin)"
-                        ),
-                    ),
-                    _graph(
-                        ids.LEN_HIST,
-                        figures.histogram(
-                            queries.histogram(wh, run, "src_len", 5),
-                            5,
-                            "Source length in tokens (click a bin)",
-                        ),
-                    ),
-                    _graph(
-                        ids.FREQ_BUCKETS,
-                        figures.bucket_chart(b, "ref_token_frequency", "Token F by training frequency"),
-                    ),
-                    _graph(
-                        ids.LEN_BUCKETS,
-                        figures.bucket_chart(b, "source_length", "Token F by source length (click a bucket)"),
-                    ),
-                ],
-                className="grid2",
+            _graph(
+                ids.LEN_BUCKETS,
+                figures.bucket_chart(b, "source_length", "Token F by source length (click a bucket)"),
             ),
-            html.Div(
-                [
-                    html.Div(
-                        [
-                            html.H4("Top confusions at the first divergence"),
-                            simple_table(conf.drop("example_sent_ids"), ids.CONFUSIONS),
-                        ],
-                        className="panel",
-                    ),
-                    html.Div(
-                        [
-                            html.H4("Worst sentences"),
-                            simple_table(
-                                worst.select("sent_id", "stage", "chrf", "source", "hypothesis"), ids.WORST
-                            ),
-                        ],
-                        className="panel",
-                    ),
-                ],
-                className="grid2",
-            ),
-            clusters.panel(wh, run),
-            maps.corpus_map_panel(run, projection),
         ],
-        className="page",
+        className="grid2",
+    )
+
+
+def _tables(wh: Warehouse, run: str) -> html.Div:
+    """Top confusions and worst sentences: a row opens the sentences behind it."""
+    conf = queries.confusions(wh, run).drop("example_sent_ids")
+    worst = queries.worst(wh, run).select("sent_id", "stage", "chrf", "source", "hypothesis")
+    return html.Div(
+        [
+            html.Div(
+                [html.H4("Top confusions at the first divergence"), simple_table(conf, ids.CONFUSIONS)],
+                className="panel",
+            ),
+            html.Div([html.H4("Worst sentences"), simple_table(worst, ids.WORST)], className="panel"),
+        ],
+        className="grid2",
     )
 
 
