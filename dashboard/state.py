@@ -6,9 +6,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pipeline.models import load_model, resolve_device
+from pipeline.models import check_run_model, load_model, resolve_device
 from pipeline.models.protocol import Seq2SeqAdapter
-from schemas import CheckpointError
 from warehouse import Warehouse
 from warehouse.sandbox import SafeSQL
 
@@ -41,6 +40,5 @@ def model_for(run: dict[str, Any]) -> Seq2SeqAdapter:
         if path not in _models:
             _models[path] = load_model(path, resolve_device(_current.get("device", "auto")))
         model = _models[path]
-    if run["model_hash"] and getattr(model, "hash", "") != run["model_hash"]:
-        raise CheckpointError(f"{path} is not the model that traced run {run['run_id']!r}", path=str(path))
+    check_run_model(model, run, path)
     return model

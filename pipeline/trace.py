@@ -22,6 +22,9 @@ import torch
 from tqdm import tqdm
 
 from pipeline.agreement import AGREEMENT_MODES
+from pipeline.attribute import ENTRY as ATTRIBUTION_ENTRY
+from pipeline.attribute import manifest_entry
+from pipeline.attribution import Method, Produced, attribute
 from pipeline.batching import length_batches, pad
 from pipeline.beam import DecodeConfig, beam_search
 from pipeline.clusters import run_clusters
@@ -35,6 +38,7 @@ from pipeline.neighbours import TrainingStates, resolve_training_run, training_s
 from pipeline.ray_engine import Cluster, RayEngine, connect_cluster
 from pipeline.records import PartBuilder, Traced, vocabulary
 from pipeline.threads import default_threads, torch_threads
+from pipeline.words import shown_tokens, word_neighbours
 from pipeline.writer import RunWriter, run_row
 from schemas import ConfigError
 from schemas.layout import crash_point, warehouse_root
@@ -63,6 +67,7 @@ class TraceConfig:
     vector_dtype: str = "float16"  # of the stored encoder/decoder states
     threads: int | None = None  # torch threads while decoding (None: see ``default_threads``)
     engine: RayEngine | None = None  # None: decode in this process; else on a Ray cluster
+    attribution: Method | None = None  # also attribute every produced token (``pipeline.attribution``)
 
     def check(self) -> TraceConfig:
         if self.batch_size < 1:
@@ -83,6 +88,8 @@ class TraceConfig:
             raise ConfigError(f"--threads must be at least 1 (got {self.threads})")
         if self.bank_size is not None and self.bank_size < 1:
             raise ConfigError(f"--bank-size must be at least 1 (got {self.bank_size})")
+        if self.attribution is not None:
+            self.attribution.check()
         return self
 
 
@@ -182,8 +189,13 @@ def _trace(cfg: TraceConfig, cluster: Cluster | None, progress: bool) -> TraceSu
     sentences = writer.read("sentences", ["hypothesis", "reference"])
     with_ref = [(h, r) for h, r in zip(*sentences, strict=True) if r is not None]
     scores = corpus_scores([h for h, _ in with_ref], [r for _, r in with_ref])
-    writer.write_run_tables(run_clusters(writer))
-    writer.finish({**plan.row, "n_skipped": n_skipped, **scores}, {"n_sentences": n, "n_skipped": n_skipped})
+    neighbours = word_neighbours(model, plan.run_id, shown_tokens(writer))
+    writer.write_run_tables({**run_clusters(writer), "word_neighbours": neighbours})
+    stats: dict[str, Any] = {"n_sentences": n, "n_skipped": n_skipped}
+    if cfg.attribution is not None:  # as ``beamscope attribute`` of every sentence records it
+        entry = manifest_entry(cfg.attribution, None, "all")
+        stats[ATTRIBUTION_ENTRY] = {**entry, "parts_done": list(range(plan.n_parts)), "status": "complete"}
+    writer.finish({**plan.row, "n_skipped": n_skipped, **scores}, stats)
     return TraceSummary(plan.run_id, plan.root, n, n_skipped, len(done), False)
 
 
@@ -207,6 +219,7 @@ def _plan(cfg: TraceConfig, model: Seq2SeqAdapter, corpus: Corpus) -> tuple[Trac
         "agreement": cfg.agreement,
         "bank_size": cfg.bank_size,
         "engine": cfg.engine.describe() if cfg.engine is not None else "local",
+        "attribution": None if cfg.attribution is None else cfg.attribution.describe(),
     }
     # what does not change the rows: a run resumes with another batch size, device or engine
     fingerprint_src = {
@@ -255,8 +268,18 @@ def trace_plan_part(
         agreement=cfg.agreement,
         vector_dtype=cfg.vector_dtype,
     )
-    trace_part(model, chunk, plan.decoding, builder, cfg.batch_size, bar)
-    return builder.tables(), builder.vectors(), (chunk[0].sent_id, chunk[-1].sent_id + 1)
+    results = decode_part(model, chunk, plan.decoding, cfg.batch_size, bar)
+    tables = record_part(builder, chunk, results).tables()
+    if cfg.attribution is not None:
+        items = [
+            Produced(
+                r.example.sent_id, r.src_ids, [*r.decoded.ids, *([model.eos_id] if r.decoded.ended else [])]
+            )
+            for r in results
+            if not isinstance(r, str)
+        ]
+        tables.update(attribute(model, items, cfg.attribution, plan.run_id, cfg.batch_size))
+    return tables, builder.vectors(), (chunk[0].sent_id, chunk[-1].sent_id + 1)
 
 
 def trace_part(

@@ -333,6 +333,57 @@ class RunWriter:
         for name, table in tables.items():
             write_parquet(table, part_path(self.root, name, self.run_id, 0))
 
+    def part_numbers(self, table: str) -> list[int]:
+        """The part numbers of ``table`` written for this run."""
+        d = run_dir(self.root, table, self.run_id)
+        return (
+            sorted(int(p.stem.removeprefix("part-")) for p in d.glob("part-*.parquet")) if d.exists() else []
+        )
+
+    def read_part(self, table: str, part: int, columns: list[str]) -> pa.Table:
+        """Columns of one part of ``table`` of this run."""
+        with part_path(self.root, table, self.run_id, part).open("rb") as f:
+            return pq.read_table(f, columns=columns)
+
+    def begin_derived(
+        self, name: str, tables: tuple[str, ...], fingerprint: str, info: dict[str, Any]
+    ) -> set[int]:
+        """Start (or resume) writing the optional ``tables`` of this complete run, recorded in its
+        manifest entry under ``name``. Returns the parts done under the same ``fingerprint``; with
+        another fingerprint the tables' old parts are deleted first (under the writer lock)."""
+        with locked(self.root):
+            manifest = read_manifest(self.root)
+            run = manifest["runs"].get(self.run_id)
+            if run is None or run["status"] != "complete":
+                raise WarehouseError(f"run {self.run_id!r} is not a complete run", path=str(self.root))
+            entry = run.get(name)
+            if entry is not None and entry["fingerprint"] == fingerprint:
+                return set(entry["parts_done"])
+            for table in tables:
+                self._remove_parts(table)
+            run[name] = {**info, "fingerprint": fingerprint, "parts_done": [], "status": "running"}
+            write_manifest(self.root, manifest)
+            return set()
+
+    def derived_done(self, name: str, part: int | None = None, complete: bool = False) -> None:
+        """Record ``part`` of the derived tables ``name`` as written, and/or all of them complete."""
+        with locked(self.root):
+            manifest = read_manifest(self.root)
+            entry = manifest["runs"][self.run_id][name]
+            if part is not None:
+                entry["parts_done"] = sorted({*entry["parts_done"], part})
+            if complete:
+                entry["status"] = "complete"
+            write_manifest(self.root, manifest)
+
+    def _remove_parts(self, table: str) -> None:
+        d = run_dir(self.root, table, self.run_id)
+        if is_remote(d):
+            with contextlib.suppress(FileNotFoundError):
+                d.fs.rm(d.path, recursive=True)
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+
     def _parts(self, table: str) -> Iterator[Any]:
         """The open part files of ``table`` written for this run so far."""
         d = run_dir(self.root, table, self.run_id)

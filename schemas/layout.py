@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import SchemaVersionError, WarehouseError
-from schemas.tables import MIGRATIONS, RUN_TABLES, SCHEMA_VERSION, TABLES
+from schemas.tables import MIGRATIONS, OPTIONAL_TABLES, RUN_TABLES, SCHEMA_VERSION, TABLES
 
 FORMAT = "beamscope-warehouse"
 MANIFEST = "manifest.json"
@@ -236,7 +236,7 @@ def check_parts(root: Path, manifest: dict[str, Any]) -> None:
     for run_id, run in manifest["runs"].items():
         if run.get("status") != "complete":
             continue
-        for table in TABLES:
+        for table in (t for t in TABLES if t not in OPTIONAL_TABLES):
             d = run_dir(root, table, run_id)
             want = 1 if table in RUN_TABLES else int(run.get("n_parts", 0))
             have = len(list(d.glob("part-*.parquet"))) if d.is_dir() else 0

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _RUN = pa.field("run_id", pa.string(), nullable=False)
 _SENT = pa.field("sent_id", pa.int64(), nullable=False)
@@ -215,6 +215,50 @@ STATE_CLUSTER_MEMBERS = pa.schema(
     ]
 )
 
+# Gradient attribution (``pipeline.attribution``: ``beamscope attribute`` or ``trace --attribution``):
+# how much each source token and each earlier target token moved the log-probability of each produced
+# token. ``score`` is captum's attribution summed over the embedding dimension; for integrated
+# gradients the baseline is the all-zero embedding at every position (``attribution_steps`` holds
+# the log-probability there), so the scores of a step sum to logprob - baseline_logprob - delta.
+ATTRIBUTION = pa.schema(
+    [
+        _RUN,
+        _SENT,
+        pa.field("step", pa.int32(), nullable=False),  # the produced token's hypothesis step
+        pa.field("side", pa.string(), nullable=False),  # 'src' | 'tgt'
+        # src: the source position; tgt: the decoder input position (0 = start token, p = step p - 1)
+        pa.field("position", pa.int32(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+    ]
+)
+
+ATTRIBUTION_STEPS = pa.schema(
+    [
+        _RUN,
+        _SENT,
+        pa.field("step", pa.int32(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),  # ig | grad_x_input | saliency
+        pa.field("ig_steps", pa.int32()),  # integration steps (ig only)
+        pa.field("logprob", pa.float32(), nullable=False),  # of the produced token (model's own)
+        pa.field("baseline_logprob", pa.float32()),  # at the all-zero baseline (ig only)
+        pa.field("delta", pa.float32()),  # captum's convergence delta (ig only)
+    ]
+)
+
+# Close words (Seq2Seq-Vis): the k nearest tokens (cosine) of each token a run shows, in the model's
+# input embedding space (side 'src') or its output layer's token vectors (side 'tgt'); written when
+# a trace completes. Runs migrated from schema 4 and what-if runs have none.
+WORD_NEIGHBOURS = pa.schema(
+    [
+        _RUN,
+        pa.field("side", pa.string(), nullable=False),  # 'src' | 'tgt'
+        pa.field("token_id", pa.int32(), nullable=False),
+        pa.field("rank", pa.int16(), nullable=False),  # 1 = nearest
+        pa.field("neighbour_id", pa.int32(), nullable=False),
+        pa.field("similarity", pa.float32(), nullable=False),  # cosine
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "runs": RUNS,
     "vocabulary": VOCABULARY,
@@ -227,6 +271,9 @@ TABLES: dict[str, pa.Schema] = {
     "skipped": SKIPPED,
     "state_clusters": STATE_CLUSTERS,
     "state_cluster_members": STATE_CLUSTER_MEMBERS,
+    "attribution": ATTRIBUTION,
+    "attribution_steps": ATTRIBUTION_STEPS,
+    "word_neighbours": WORD_NEIGHBOURS,
 }
 
 KEYS: dict[str, tuple[str, ...]] = {
@@ -241,11 +288,25 @@ KEYS: dict[str, tuple[str, ...]] = {
     "skipped": ("run_id", "sent_id"),
     "state_clusters": ("run_id", "cluster"),
     "state_cluster_members": ("run_id", "sent_id", "step"),
+    "attribution": ("run_id", "sent_id", "step", "side", "position"),
+    "attribution_steps": ("run_id", "sent_id", "step"),
+    "word_neighbours": ("run_id", "side", "token_id", "rank"),
 }
 
 # The tables written once per run (one part); the others get one part per chunk of the corpus.
-RUN_TABLES: tuple[str, ...] = ("runs", "vocabulary", "state_clusters", "state_cluster_members")
-PART_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t not in RUN_TABLES)
+RUN_TABLES: tuple[str, ...] = (
+    "runs",
+    "vocabulary",
+    "state_clusters",
+    "state_cluster_members",
+    "word_neighbours",
+)
+# Tables a complete run may lack: attribution is computed when asked for (and then for the parts
+# asked); word neighbours need the model, which runs migrated from schema 4 and what-if runs lack.
+OPTIONAL_TABLES: tuple[str, ...] = ("attribution", "attribution_steps", "word_neighbours")
+ATTRIBUTION_TABLES: tuple[str, ...] = ("attribution", "attribution_steps")
+# The tables every part of a trace writes.
+PART_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t not in RUN_TABLES and t not in OPTIONAL_TABLES)
 VECTOR_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 
 
@@ -316,6 +377,7 @@ MIGRATIONS: dict[int, Migration] = {
         run_tables=("vocabulary",),
     ),
     4: Migration(run_tables=("state_clusters", "state_cluster_members")),
+    5: Migration(),  # new optional tables only (attribution, attribution_steps, word_neighbours)
 }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.attribution import Method
 from pipeline.beam import DecodeConfig
 from pipeline.models import load_model
 from pipeline.train import TrainConfig, train
@@ -47,7 +48,8 @@ def tiny_lstm(tiny_lstm_dir: Path):
 
 @pytest.fixture(scope="session")
 def warehouse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path, tiny_lstm_dir: Path) -> Path:
-    """A warehouse with three complete runs: beam 4 per-head (transformer), greedy, and LSTM."""
+    """A warehouse with three complete runs: beam 4 per-head (transformer), greedy (with integrated
+    gradients attribution, 16 steps), and LSTM."""
     root = tmp_path_factory.mktemp("wh") / "warehouse"
     runs = [  # (model, run name, decoding, part size)
         (tiny_dir, "beam4", DecodeConfig(beam=4, topk=5, max_len=16, per_head=True), 20),
@@ -55,7 +57,10 @@ def warehouse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path, tiny
         (tiny_lstm_dir, "lstm", DecodeConfig(beam=3, topk=5, max_len=16), 1024),
     ]
     for model, name, decoding, part_size in runs:
-        trace_run(model, "task:dates:test:48", root, name, decoding, batch_size=16, part_size=part_size)
+        extra = {"attribution": Method("ig", 16)} if name == "greedy" else {}
+        trace_run(
+            model, "task:dates:test:48", root, name, decoding, batch_size=16, part_size=part_size, **extra
+        )
     return root
 
 

@@ -49,6 +49,28 @@ def load_model(path: str | Path, device: str | torch.device = "auto") -> Seq2Seq
     )
 
 
+def load_run_model(
+    run: dict, device: str | torch.device = "auto", path: str | Path | None = None
+) -> Seq2SeqAdapter:
+    """The model that traced ``run`` (a ``runs`` row), from ``path`` or the path the run recorded.
+
+    Raises CheckpointError when it is not there, or is another model than the one that traced
+    the run (its hash differs: its token ids would mean other tokens)."""
+    where = path or run["model_path"]
+    model = load_model(where, device)
+    check_run_model(model, run, where)
+    return model
+
+
+def check_run_model(model: Seq2SeqAdapter, run: dict, where: str | Path) -> None:
+    """Raise CheckpointError unless ``model`` is the one that traced ``run``."""
+    if run["model_hash"] and getattr(model, "hash", "") != run["model_hash"]:
+        raise CheckpointError(
+            f"this is not the model that traced run {run['run_id']!r} (its weights changed since)",
+            path=str(where),
+        )
+
+
 def _load_hf(path: Path, device: torch.device) -> Seq2SeqAdapter:
     """A Hugging Face model directory (imported lazily: transformers is an optional extra)."""
     try:
@@ -60,4 +82,11 @@ def _load_hf(path: Path, device: torch.device) -> Seq2SeqAdapter:
     return load_hf(path, device)
 
 
-__all__ = ["BuiltinModel", "Seq2SeqAdapter", "load_model", "resolve_device"]
+__all__ = [
+    "BuiltinModel",
+    "Seq2SeqAdapter",
+    "check_run_model",
+    "load_model",
+    "load_run_model",
+    "resolve_device",
+]

@@ -103,6 +103,12 @@ class BuiltinModel:
     def forced(self, enc: Encoded, tgt_in: Tensor) -> ForcedOutput:
         return self.net.forced(enc, tgt_in)
 
+    def embeddings(self) -> tuple[nn.Module, nn.Module]:
+        return self.net.src_emb, self.net.tgt_emb
+
+    def output_embeddings(self) -> Tensor:
+        return self.net.out.weight
+
     def adjust_logprobs(
         self, logprobs: Tensor, step: int, prefix: Tensor | None = None, max_len: int | None = None
     ) -> Tensor:

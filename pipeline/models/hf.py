@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 import transformers
-from torch import Tensor
+from torch import Tensor, nn
 from transformers.modeling_outputs import BaseModelOutput
 
 from pipeline.models.builtin import file_hash
@@ -117,7 +117,6 @@ class HFModel:
 
     # -- model --------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def encode(self, src: Tensor, mask: Tensor, all_layers: bool = False) -> Encoded:
         out = self.net.get_encoder()(
             input_ids=src, attention_mask=mask.long(), output_hidden_states=all_layers, return_dict=True
@@ -148,7 +147,6 @@ class HFModel:
             cache.kv.self_attention_cache.reorder_cache(rows)
         return cache
 
-    @torch.no_grad()
     def forced(self, enc: Encoded, tgt_in: Tensor) -> ForcedOutput:
         out = self._forward(enc.states, enc.mask.long(), tgt_in, None, use_cache=False)
         # cross_attentions: per layer [b, heads, tgt, src] -> [b, tgt, layers, heads, src]
@@ -166,6 +164,12 @@ class HFModel:
             return_dict=True,
             **{self._cache_kw: kv},
         )
+
+    def embeddings(self) -> tuple[nn.Module, nn.Module]:
+        return self.net.get_encoder().embed_tokens, self.net.get_decoder().embed_tokens
+
+    def output_embeddings(self) -> Tensor:
+        return self.net.get_output_embeddings().weight
 
     # -- decoding rules -----------------------------------------------------------------------
 

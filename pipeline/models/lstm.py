@@ -67,7 +67,11 @@ class LSTMSeq2Seq(nn.Module):
     def step(
         self, enc: Encoded, tokens: Tensor, cache: dict[str, Any], edit: AttentionEdit | None = None
     ) -> StepOutput:
-        x = torch.cat([self.drop(self.tgt_emb(tokens)), cache["feed"]], dim=-1)
+        return self._step(self.tgt_emb(tokens), cache, edit)
+
+    def _step(self, emb: Tensor, cache: dict[str, Any], edit: AttentionEdit | None = None) -> StepOutput:
+        """One step from the embedded input tokens ``emb`` [rows, emb]."""
+        x = torch.cat([self.drop(emb), cache["feed"]], dim=-1)
         h, c = self.cell(x, (cache["h"], cache["c"]))
         scores = torch.einsum("rd,rsd->rs", h, cache["keys"]).masked_fill(~cache["mask"], float("-inf"))
         weights = torch.softmax(scores, dim=-1)
@@ -85,9 +89,10 @@ class LSTMSeq2Seq(nn.Module):
 
     def forced(self, enc: Encoded, tgt_in: Tensor) -> ForcedOutput:
         cache = self.start(enc, 1)
+        emb = self.tgt_emb(tgt_in)  # once for all steps (attribution replaces it whole)
         logits, attns, states = [], [], []
         for t in range(tgt_in.shape[1]):
-            out = self.step(enc, tgt_in[:, t], cache)
+            out = self._step(emb[:, t], cache)
             cache = out.cache
             logits.append(out.logits)
             attns.append(out.cross_attention)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,14 @@ class Seq2SeqAdapter(Protocol):
 
     def forced(self, enc: Encoded, tgt_in: Tensor) -> ForcedOutput:
         """Teacher-forced decoding of ``tgt_in`` [batch, tgt] (start token first)."""
+
+    def embeddings(self) -> tuple[nn.Module, nn.Module]:
+        """The source and the target token-embedding modules. ``encode`` calls the source one once
+        on all of ``src`` and ``forced`` the target one once on all of ``tgt_in`` (attribution
+        replaces their outputs; ``pipeline.attribution``)."""
+
+    def output_embeddings(self) -> Tensor:
+        """[vocab, d] the output layer's token vectors (close words of target tokens)."""
 
     def adjust_logprobs(
         self, logprobs: Tensor, step: int, prefix: Tensor | None = None, max_len: int | None = None

@@ -120,6 +120,8 @@ def temp_files(root: Path) -> list[Path]:
 def parquet_rows(root: Path, table: str, run: str) -> pa.Table:
     """Every row of ``table`` for ``run``, sorted by every non-list, non-float16 column (times dropped)."""
     parts = sorted(run_dir(root, table, run).glob("*.parquet"))  # a local or an S3 warehouse
+    if not parts:  # an optional table the run lacks
+        return TABLES[table].empty_table()
     t = pa.concat_tables([pq.read_table(p.open("rb")) for p in parts])
     if table == "runs":  # when it ran and on which engine
         options = [

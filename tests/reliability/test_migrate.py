@@ -1,5 +1,5 @@
 """Schema evolution: a version-1 warehouse is refused with a pointer to ``beamscope migrate``, which
-upgrades it in place through versions 2, 3 and 4 (resumable, idempotent, vectors untouched); a
+upgrades it in place through versions 2 to 5 (resumable, idempotent, vectors untouched); a
 version-3 one gets its state clusters; a newer one is refused clearly."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from beamscope.cli import main
 from pipeline.clusters import CLUSTER_TABLES
 from schemas import SCHEMA_VERSION, TABLES, SchemaVersionError
 from schemas.layout import migratable, read_manifest, vectors_dir
-from schemas.tables import MIGRATIONS, changes_since
+from schemas.tables import MIGRATIONS, OPTIONAL_TABLES, changes_since
 from tests.helpers import trace_run
 from tests.reliability import harness as h
 from warehouse import open_warehouse
@@ -59,6 +59,7 @@ def downgrade(src: Path, dst: Path) -> int:
     shutil.rmtree(dst / "tables" / "vocabulary")
     for table in CLUSTER_TABLES:  # version 4's
         shutil.rmtree(dst / "tables" / table)
+    shutil.rmtree(dst / "tables" / "word_neighbours")  # version 5's (optional: not derived)
     for table, cols in V2_COLUMNS.items():
         for part in sorted((dst / "tables" / table).glob("*/*.parquet")):
             pq.write_table(pq.read_table(part).drop(list(cols)), part, compression="zstd")
@@ -86,11 +87,19 @@ def _vector_files(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_changes_by_version() -> None:
-    assert SCHEMA_VERSION == 4 and migratable(1) and migratable(2) and migratable(3) and not migratable(0)
+    assert (
+        SCHEMA_VERSION == 5
+        and migratable(4)
+        and migratable(1)
+        and migratable(2)
+        and migratable(3)
+        and not migratable(0)
+    )
     assert not migratable(SCHEMA_VERSION + 1)
     since1 = changes_since(1)
     assert since1.added == V2_COLUMNS and since1.run_tables == ("vocabulary", *CLUSTER_TABLES)
     assert changes_since(3).run_tables == CLUSTER_TABLES and not changes_since(3).added
+    assert changes_since(4) == type(since1)()  # version 5 added optional tables only
     assert changes_since(2).dropped == {"target_steps": ("topk_tokens",)} and not changes_since(2).added
     assert changes_since(SCHEMA_VERSION) == type(since1)()
     for table, cols in V2_COLUMNS.items():  # only nullable columns can be added by a migration
@@ -101,7 +110,7 @@ def test_version_1_is_refused_with_the_migrate_command(current, tmp_path, capsys
     old = tmp_path / "v1"
     downgrade(current, old)
     msg = (
-        f"{old}/manifest.json: written by schema version 1, older than 4; "
+        f"{old}/manifest.json: written by schema version 1, older than 5; "
         f"run `beamscope migrate --warehouse {old}` to upgrade it in place"
     )
     with pytest.raises(SchemaVersionError) as err:
@@ -127,14 +136,14 @@ def test_migrate_killed_then_resumed_equals_the_current_warehouse(
     assert main(["migrate", "--warehouse", str(old)]) == 0
     out = capsys.readouterr().out
     assert out == (
-        f"{old}: migrated from schema version 1 to 4 ({n_parts - 3} of {n_parts} parts rewritten)\n"
+        f"{old}: migrated from schema version 1 to 5 ({n_parts - 3} of {n_parts} parts rewritten)\n"
     )
     assert main(["migrate", "--warehouse", str(old)]) == 0
-    assert capsys.readouterr().out == f"{old}: already at schema version 4; nothing to do\n"
+    assert capsys.readouterr().out == f"{old}: already at schema version 5; nothing to do\n"
 
     manifest = read_manifest(old)
     assert manifest["schema_version"] == SCHEMA_VERSION and manifest["migrations"][0]["from"] == 1
-    for table in TABLES:
+    for table in (t for t in TABLES if t not in OPTIONAL_TABLES):  # these: none to migrate
         for run in ("train", "test"):
             got, want = h.parquet_rows(old, table, run), h.parquet_rows(current, table, run)
             if table == "vocabulary":  # rebuilt from the (id, token) pairs the run's rows show
