@@ -21,7 +21,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beamscope import __version__
 from pipeline.clusters import CLUSTER_TABLES, run_clusters
 from pipeline.writer import RunWriter, locked, remove_orphan_temps, write_manifest, write_parquet
 from schemas import SCHEMA_VERSION, TABLES, SchemaVersionError, WarehouseError
@@ -33,6 +32,7 @@ from schemas.layout import (
     warehouse_root,
 )
 from schemas.tables import changes_since
+from schemas.version import beamscope_version
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def migrate(cfg: MigrateConfig) -> MigrationReport:
                 "from": version,
                 "to": SCHEMA_VERSION,
                 "at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                "beamscope_version": __version__,
+                "beamscope_version": beamscope_version(),
             }
         )
         write_manifest(root, manifest)

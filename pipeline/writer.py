@@ -37,7 +37,6 @@ import pyarrow.parquet as pq
 from lancedb.index import Bitmap, BTree
 from tqdm import tqdm
 
-from beamscope import __version__
 from schemas import SCHEMA_VERSION, TABLES, VECTOR_TABLES, WarehouseError
 from schemas.layout import (
     DUCKDB_FILE,
@@ -57,6 +56,7 @@ from schemas.layout import (
     staging_path,
     vector_table,
 )
+from schemas.version import beamscope_version
 
 LOCK_STALE_S = 120.0  # an S3 writer lock older than this was left by a killed writer (held: ms)
 
@@ -421,7 +421,7 @@ def run_row(**fields: Any) -> dict[str, Any]:
         "created_at": dt.datetime.now(dt.timezone.utc),
         "finished_at": None,
         "schema_version": SCHEMA_VERSION,
-        "beamscope_version": __version__,
+        "beamscope_version": beamscope_version(),
         "decoding": json.dumps(fields["decoding"], sort_keys=True),
         "options": json.dumps(fields["options"], sort_keys=True),
     }

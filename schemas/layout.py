@@ -25,6 +25,7 @@ from typing import Any
 
 from schemas.errors import SchemaVersionError, WarehouseError
 from schemas.tables import MIGRATIONS, OPTIONAL_TABLES, RUN_TABLES, SCHEMA_VERSION, TABLES
+from schemas.version import beamscope_version
 
 FORMAT = "beamscope-warehouse"
 MANIFEST = "manifest.json"
@@ -170,12 +171,10 @@ def open_vectors(db: Any, name: str) -> Any:
 
 
 def new_manifest() -> dict[str, Any]:
-    from beamscope import __version__
-
     return {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
-        "beamscope_version": __version__,
+        "beamscope_version": beamscope_version(),
         "runs": {},
     }
 

@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from pipeline.archs import LSTM, TRANSFORMER
 from pipeline.models.lstm import LSTMConfig, LSTMSeq2Seq
 from pipeline.models.protocol import AttentionEdit, Encoded, ForcedOutput, StepOutput
 from pipeline.models.transformer import Transformer, TransformerConfig
@@ -27,8 +28,8 @@ from schemas import CheckpointError
 
 FORMAT = "beamscope-model"
 ARCHS: dict[str, tuple[type, type[nn.Module]]] = {
-    "transformer": (TransformerConfig, Transformer),
-    "lstm": (LSTMConfig, LSTMSeq2Seq),
+    TRANSFORMER: (TransformerConfig, Transformer),
+    LSTM: (LSTMConfig, LSTMSeq2Seq),
 }
 FILES = ("config.json", "model.safetensors", "src_vocab.json", "tgt_vocab.json")
 

@@ -1,12 +1,15 @@
 """The ``beamscope`` command as users run it (a real subprocess)."""
 
+import ast
 import json
+from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import assert_one_line_error, run_cli
 
-VERBS = ["train", "trace", "index", "sql", "demo"]
+VERBS = ["train", "trace", "index", "migrate", "sql", "errors", "compare", "serve", "demo"]
 
 
 @pytest.mark.parametrize("verb", VERBS)
@@ -14,6 +17,32 @@ def test_every_verb_has_help_with_examples(verb) -> None:
     proc = run_cli(verb, "--help")
     assert proc.returncode == 0
     assert "examples:" in proc.stdout and f"beamscope {verb}" in proc.stdout
+
+
+def test_version_is_the_installed_distributions() -> None:
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout == f"beamscope {version('beamscope')}\n"
+
+
+def test_train_offers_the_registered_tasks_and_archs() -> None:
+    from pipeline.archs import ARCH_NAMES
+    from pipeline.models.builtin import ARCHS
+
+    assert tuple(ARCHS) == ARCH_NAMES  # --arch choices (named without importing torch)
+    proc = run_cli("train", "--task", "nope", "--out", "x")
+    assert proc.returncode == 2
+    assert "argument --task: invalid choice: 'nope' (choose from 'dates', 'numbers')" in proc.stderr
+
+
+def test_nothing_below_the_cli_imports_beamscope() -> None:
+    root = Path(__file__).resolve().parents[2]
+    for package in ("schemas", "pipeline", "warehouse", "dashboard"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom):
+                    names = [node.module or ""]
+                assert not any(n.split(".")[0] == "beamscope" for n in names), path
 
 
 def test_train_writes_a_loadable_checkpoint(tmp_path) -> None:
