@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 from tqdm import tqdm
@@ -43,6 +44,7 @@ class AttributeConfig:
 @dataclass(frozen=True)
 class AttributeSummary:
     run_id: str
+    warehouse: Path
     n_sentences: int
     n_tokens: int  # produced tokens attributed in this call
     resumed_parts: int
@@ -93,7 +95,7 @@ def attribute_run(cfg: AttributeConfig, progress: bool = True) -> AttributeSumma
             writer.write_tables(part, tables)
             writer.derived_done(ENTRY, part)
     writer.derived_done(ENTRY, complete=True)
-    return AttributeSummary(cfg.run, n, tokens, len(done), time.perf_counter() - start)
+    return AttributeSummary(cfg.run, root, n, tokens, len(done), time.perf_counter() - start)
 
 
 def _items(writer: RunWriter, part: int, wanted: set[int] | None) -> list[Produced]:

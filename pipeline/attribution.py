@@ -28,8 +28,9 @@ from tqdm import tqdm
 from pipeline.batching import pad
 from pipeline.models.protocol import Seq2SeqAdapter
 from schemas import TABLES, ConfigError
+from schemas.tables import ATTRIBUTION_METHODS
 
-METHODS = ("ig", "grad_x_input", "saliency")
+METHODS = ATTRIBUTION_METHODS
 BASELINE = "the all-zero embedding at every source and decoder input position"
 DEFAULT_IG_STEPS = 32
 

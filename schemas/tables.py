@@ -232,6 +232,8 @@ ATTRIBUTION = pa.schema(
     ]
 )
 
+ATTRIBUTION_METHODS = ("ig", "grad_x_input", "saliency")  # integrated gradients, grad x input, |grad|
+
 ATTRIBUTION_STEPS = pa.schema(
     [
         _RUN,

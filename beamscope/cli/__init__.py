@@ -10,13 +10,13 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from beamscope.cli import compare, demo, errors, index, migrate, serve, sql, trace, train
+from beamscope.cli import attribute, compare, demo, errors, index, migrate, serve, sql, trace, train
 from schemas import BeamscopeError
 from schemas.version import beamscope_version
 
-VERBS = (train, trace, index, migrate, sql, errors, compare, serve, demo)  # in --help order
+VERBS = (train, trace, attribute, index, migrate, sql, errors, compare, serve, demo)  # in --help order
 
 
 class _Version(argparse.Action):
@@ -31,10 +31,15 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes as one line, like every other error (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="beamscope", description="Trace warehouse and visual debugger for seq2seq models."
-    )
+    parser = _Parser(prog="beamscope", description="Trace warehouse and visual debugger for seq2seq models.")
     parser.add_argument("--version", action=_Version, help="show program's version number and exit")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in VERBS:

@@ -14,6 +14,7 @@ from beamscope.cli.options import (
     decoding,
     engine,
 )
+from schemas.tables import ATTRIBUTION_METHODS
 
 
 def add(sub: Subparsers) -> argparse.ArgumentParser:
@@ -57,6 +58,13 @@ def add(sub: Subparsers) -> argparse.ArgumentParser:
         default=None,
         help="torch threads for decoding (default: all cores but one, at most 8)",
     )
+    p.add_argument(
+        "--attribution",
+        choices=ATTRIBUTION_METHODS,
+        default=None,
+        help="also attribute every produced token (as `beamscope attribute` does; default: off)",
+    )
+    p.add_argument("--attribution-steps", type=int, default=32, help="integration steps of ig")
     add_engine(p)
     add_decoding(p)
     add_device(p)
@@ -64,6 +72,7 @@ def add(sub: Subparsers) -> argparse.ArgumentParser:
 
 
 def run(a: argparse.Namespace) -> int:
+    from pipeline.attribution import Method
     from pipeline.trace import TraceConfig, trace
     from warehouse import write_duckdb_file
 
@@ -85,6 +94,7 @@ def run(a: argparse.Namespace) -> int:
             threads=a.threads,
             device=a.device,
             engine=engine(a),
+            attribution=None if a.attribution is None else Method(a.attribution, a.attribution_steps),
         )
     )
     write_duckdb_file(s.warehouse)
