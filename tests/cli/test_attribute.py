@@ -76,9 +76,10 @@ def test_attribute_then_sql_reads_it(wh) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "run r: ig attribution of" in proc.stdout
     query = (
-        "SELECT count(DISTINCT a.sent_id) AS n, max(abs(s.total - (t.logprob - t.baseline_logprob) - t.delta)) "
-        "AS gap FROM attribution_steps t JOIN (SELECT run_id, sent_id, step, sum(score) AS total FROM attribution "
-        "GROUP BY ALL) s USING (run_id, sent_id, step) JOIN attribution a USING (run_id, sent_id, step)"
+        "SELECT count(DISTINCT a.sent_id) AS n, "
+        "max(abs(s.total - (t.logprob - t.baseline_logprob) - t.delta)) AS gap FROM attribution_steps t "
+        "JOIN (SELECT run_id, sent_id, step, sum(score) AS total FROM attribution GROUP BY ALL) s "
+        "USING (run_id, sent_id, step) JOIN attribution a USING (run_id, sent_id, step)"
     )
     out = run_cli("sql", "--warehouse", str(root), "--format", "csv", query)
     assert out.returncode == 0, out.stderr
