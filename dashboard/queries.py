@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas import BeamscopeError
+from schemas.stages import STAGE_SQL
 from warehouse import Warehouse
 from warehouse.compare import OUTCOMES, outcome_condition
 from warehouse.intervals import bucket_intervals
-from warehouse.marts import STAGE_SQL
 from warehouse.sandbox import SafeSQL
 
 EXPLORER_COLUMNS = [

@@ -42,8 +42,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STAGES = ("search", "encoder", "decoder", "attention", "prediction")
-
 
 @dataclass(frozen=True)
 class Taxonomy:

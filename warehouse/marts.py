@@ -13,15 +13,14 @@
   ``warehouse.intervals`` resamples for bootstrap intervals).
 - ``attention_coverage``: per sentence, how much of the source the hypothesis attended
   (threshold: the run's ``taxonomy.coverage``).
+- ``attention_attribution``, ``attention_attribution_summary``: attention against gradient
+  attribution per step, and by stage and error tag (``warehouse.attribution``).
 """
 
 from __future__ import annotations
 
-# a sentence's stage: 'correct', 'no_reference', or the stage its error is blamed on
-STAGE_SQL = (
-    "CASE WHEN reference IS NULL THEN 'no_reference' WHEN exact_match THEN 'correct' ELSE blamed_stage END"
-)
-
+from schemas.stages import STAGE_SQL
+from warehouse.attribution import ATTENTION_ATTRIBUTION, ATTENTION_ATTRIBUTION_SUMMARY
 
 # the step tables are joined at the divergence step only (inline, so the run filter reaches the scans)
 SENTENCE_ERRORS = f"""
@@ -217,6 +216,8 @@ MARTS: dict[str, str] = {
     "bucket_accuracy": _with_buckets(BUCKET_ACCURACY),
     "sentence_buckets": _with_buckets(SENTENCE_BUCKETS),
     "attention_coverage": ATTENTION_COVERAGE,
+    "attention_attribution": ATTENTION_ATTRIBUTION,
+    "attention_attribution_summary": ATTENTION_ATTRIBUTION_SUMMARY,
 }
 
 

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from pipeline.neighbours import Bank, open_bank
 from schemas import WarehouseError
 from schemas.layout import open_vectors, vector_table
-from warehouse.marts import STAGE_SQL
+from schemas.stages import STAGE_SQL
 from warehouse.projections import check_projection, project
 from warehouse.store import Warehouse
 from warehouse.vectors import fetch

@@ -14,12 +14,12 @@ from dashboard import ids, queries
 from dashboard.components import run_picker
 from dashboard.state import sandbox, warehouse
 from schemas import BeamscopeError
+from schemas.stages import SENTENCE_STAGES
 from warehouse import Warehouse
 from warehouse.compare import OUTCOME_LABELS, OUTCOMES, PairError, check_pair
 
 dash.register_page(__name__, path="/sentences", name="Sentences", order=1)
 
-STAGES = ["correct", "search", "encoder", "decoder", "attention", "prediction", "no_reference"]
 TAGS = [
     "under_translation",
     "over_translation",
@@ -86,7 +86,9 @@ def layout(run: str | None = None, **args: str) -> html.Div:
     chrf = [f.min_chrf if f.min_chrf is not None else 0, f.max_chrf if f.max_chrf is not None else 100]
     controls = html.Div(
         [
-            html.Div([html.Label("stage"), dcc.Dropdown(STAGES, f.stage, id=ids.FILTER_STAGE)]),
+            html.Div(
+                [html.Label("stage"), dcc.Dropdown(list(SENTENCE_STAGES), f.stage, id=ids.FILTER_STAGE)]
+            ),
             html.Div([html.Label("tag"), dcc.Dropdown(TAGS, f.tag, id=ids.FILTER_TAG)]),
             html.Div(
                 [
