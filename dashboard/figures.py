@@ -168,6 +168,35 @@ def attention_heatmap(
     return _layout(fig, title, height=max(260, 22 * len(tgt_tokens) + 120))
 
 
+def attribution_heatmap(
+    scores: list[list[float | None]],
+    col_tokens: list[str],
+    row_tokens: list[str],
+    title: str,
+    signed: bool = True,
+    divergence: int | None = None,
+) -> go.Figure:
+    """Target steps (rows) x input tokens (columns) of attribution scores, on the attention heatmap's
+    axes; signed scores diverge from 0 (red: pushed the produced token up, blue: down)."""
+    top = max((abs(v) for row in scores for v in row if v is not None), default=1.0) or 1.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=scores,
+            x=_step_labels(col_tokens),
+            y=_step_labels(row_tokens),
+            colorscale="RdBu_r" if signed else "Oranges",
+            zmin=-top if signed else 0,
+            zmax=top,
+            hovertemplate="step %{y} from %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category")
+    if divergence is not None and divergence < len(row_tokens):
+        fig.add_hrect(y0=divergence - 0.5, y1=divergence + 0.5, line=dict(color="#e15759", width=2))
+    return _layout(fig, title, height=max(260, 22 * len(row_tokens) + 120))
+
+
 def topk_figure(steps: pl.DataFrame, ref_tokens: list[str] | None, title: str) -> go.Figure:
     """Top-k predictions per step: columns are steps, rows ranks; text is the token."""
     tokens = steps["topk_tokens"].to_list()

@@ -97,3 +97,9 @@ STATE_CLUSTERS = "state-clusters"
 CLUSTERS_GO = "clusters-go"
 FILTER_CLUSTER = "filter-cluster"
 STATE_CLUSTERS_RUN = "state-clusters-run"
+
+# the sentence page's attribution and close words (dashboard/attribution.py)
+ATTRIBUTION_SRC = "attribution-src"
+ATTRIBUTION_TGT = "attribution-tgt"
+CLOSE_WORDS_TOKEN = "close-words-token"
+CLOSE_WORDS = "close-words"

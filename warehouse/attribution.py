@@ -13,7 +13,15 @@ prediction down; the sign stays in ``attribution``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from schemas.layout import run_dir
 from schemas.stages import STAGE_SQL
+
+if TYPE_CHECKING:
+    from warehouse.store import Warehouse
 
 # ranks with ties averaged (Spearman), per step
 _RANKED = """
@@ -63,3 +71,36 @@ SELECT run_id, grouping, "group", count(DISTINCT sent_id) AS sentences, count(*)
        avg(spearman) FILTER (WHERE at_divergence) AS divergence_spearman
 FROM grouped GROUP BY ALL ORDER BY run_id, grouping, steps DESC
 """
+
+
+def sentence_attribution(wh: Warehouse, run: str, sent_id: int) -> pl.DataFrame:
+    """The attribution rows of one sentence (step, side, position, score, method); empty when the
+    run has no attribution of it."""
+    if not run_dir(wh.root, "attribution", run).exists():
+        return pl.DataFrame(
+            schema={
+                "step": pl.Int32,
+                "side": pl.String,
+                "position": pl.Int32,
+                "score": pl.Float32,
+                "method": pl.String,
+            }
+        )
+    rows, steps = (wh.sentence_source(t, run, sent_id) for t in ("attribution", "attribution_steps"))
+    return wh.sql(
+        f"SELECT a.step, a.side, a.position, a.score, s.method FROM {rows} a "
+        f"JOIN {steps} s USING (run_id, sent_id, step) WHERE a.run_id = ? AND a.sent_id = ? "
+        "ORDER BY a.step, a.side, a.position",
+        [run, sent_id],
+    )
+
+
+def attribution_matrix(rows: pl.DataFrame, side: str, n_steps: int, width: int) -> list[list[float | None]]:
+    """[steps][positions] scores of ``side`` (None where a step has none: later target tokens)."""
+    z: list[list[float | None]] = [[None] * width for _ in range(n_steps)]
+    for step, pos, score in (
+        rows.filter(pl.col("side") == side).select("step", "position", "score").iter_rows()
+    ):
+        if step < n_steps and pos < width:
+            z[step][pos] = score
+    return z

@@ -7,7 +7,7 @@ import re
 import dash
 from dash import Input, Output, Patch, State, callback, dcc, html, no_update
 
-from dashboard import figures, ids, neighbours, queries, stages, whatif
+from dashboard import attribution, figures, ids, neighbours, queries, stages, whatif
 from dashboard.stages import not_found
 from dashboard.state import warehouse
 
@@ -52,6 +52,7 @@ def layout(
             html.H3(f"Sentence {sent_id} of {run_id}"),
             stages.summary(view),
             *stages.stages(view, stages.GraphIds(ids.ATTN, ids.TOPK, ids.BEAM), controls),
+            attribution.section(view, run_id, int(sent_id)),
             neighbours.section(view, {"run": run_id, "sent_id": int(sent_id)}, projection),
             whatif.section(view),
         ],

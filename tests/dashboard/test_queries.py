@@ -103,3 +103,25 @@ def test_stage_bar_carries_its_stage_for_click_through(wh) -> None:
     fig = figures.stage_bar(queries.stage_counts(wh, "beam4"))
     assert list(fig.data[0].customdata) == list(fig.data[0].x)
     assert figures.step_highlight(2, vertical=True)["x0"] == 1.5
+
+
+def test_attribution_matrix_and_close_words(wh) -> None:
+    """The sentence page's attribution heatmaps read the sentence's rows; close words come from the
+    run's word_neighbours table with the vocabulary's tokens."""
+    from warehouse.attribution import attribution_matrix, sentence_attribution
+    from warehouse.words import close_words
+
+    view = queries.sentence_view(wh, "greedy", 3)
+    rows = sentence_attribution(wh, "greedy", 3)
+    n_steps, n_src = view.target_steps.height, view.source_tokens.height
+    assert set(rows["method"]) == {"ig"} and rows.filter(pl.col("side") == "src").height == n_steps * n_src
+    z = attribution_matrix(rows, "src", n_steps, n_src)
+    assert all(v is not None for row in z for v in row)
+    tgt = attribution_matrix(rows, "tgt", n_steps, n_steps)
+    assert all((v is None) == (p > t) for t, row in enumerate(tgt) for p, v in enumerate(row))
+    assert sentence_attribution(wh, "beam4", 3).height == 0  # a run without attribution
+    token_id = view.target_steps["token_id"][0]
+    words = close_words(wh, "greedy", "tgt", token_id)
+    assert words["rank"].to_list() == list(range(1, min(10, words.height) + 1)) and words.height >= 5
+    assert words["similarity"].is_sorted(descending=True) and words["token"].null_count() == 0
+    assert view.target_steps["token"][0] not in words["token"].to_list()  # not itself
