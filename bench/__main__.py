@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import ann, bank, hf_speed, load, ray_speed, scale, storage, trace_speed
+from bench import ann, attribution_speed, bank, hf_speed, load, ray_speed, scale, storage, trace_speed
 
 
 def main() -> None:
@@ -12,6 +12,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     trace_speed.main(args.device)
+    attribution_speed.main(args.device)
     ray_speed.main(args.device)
     storage.main(args.device)
     bank.main(args.device)
