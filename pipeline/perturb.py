@@ -102,12 +102,12 @@ def reformat(source: str, reference: str | None, rng: random.Random) -> tuple[st
 
 def plus_one(source: str, _: str | None, __: random.Random) -> tuple[str, str]:
     """The number + 1 (its German words are the variant's reference)."""
-    return numbers.pair(_number(source) + 1)
+    return _shifted(source, 1)
 
 
 def minus_one(source: str, _: str | None, __: random.Random) -> tuple[str, str]:
     """The number - 1 (its German words are the variant's reference)."""
-    return numbers.pair(_number(source) - 1)
+    return _shifted(source, -1)
 
 
 def _words(source: str, least: int, what: str) -> list[str]:
@@ -121,11 +121,14 @@ def _between_digits(text: str, i: int) -> bool:
     return 0 < i < len(text) - 1 and text[i - 1].isdigit() and text[i + 1].isdigit()
 
 
-def _number(source: str) -> int:
+def _shifted(source: str, delta: int) -> tuple[str, str]:
+    """The numbers task's pair of the source's number + ``delta``."""
     n = numbers.parse_english(source)
     if n is None:
         raise NotApplicable("the source is not a number written as the numbers task writes it")
-    return n
+    if not numbers.LOWEST <= n + delta <= numbers.HIGHEST:
+        raise NotApplicable(f"{n + delta} is outside the task's numbers")
+    return numbers.pair(n + delta)
 
 
 @dataclass(frozen=True)
