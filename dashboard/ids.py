@@ -103,3 +103,6 @@ ATTRIBUTION_SRC = "attribution-src"
 ATTRIBUTION_TGT = "attribution-tgt"
 CLOSE_WORDS_TOKEN = "close-words-token"
 CLOSE_WORDS = "close-words"
+
+PERTURB_RUNS = "perturb-runs"
+PERTURB_FLIPS = "perturb-flips"  # + "-" + the run's row number

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,9 @@ class TraceConfig:
     threads: int | None = None  # torch threads while decoding (None: see ``default_threads``)
     engine: RayEngine | None = None  # None: decode in this process; else on a Ray cluster
     attribution: Method | None = None  # also attribute every produced token (``pipeline.attribution``)
+    examples: Corpus | None = None  # in-memory sentences, traced instead of reading ``corpus``
+    skips: Mapping[int, str] | None = None  # sent_id -> why it is recorded as skipped, not decoded
+    perturbation: dict[str, Any] | None = None  # what the examples perturb (``pipeline.perturb``)
 
     def check(self) -> TraceConfig:
         if self.batch_size < 1:
@@ -134,11 +137,12 @@ class TracePlan:
         return self.examples[part * size : (part + 1) * size]
 
 
-def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
-    """Trace ``cfg.corpus`` with ``cfg.model`` into ``cfg.warehouse``; resumable."""
+def trace(cfg: TraceConfig, progress: bool = True, model: Seq2SeqAdapter | None = None) -> TraceSummary:
+    """Trace ``cfg.corpus`` with ``cfg.model`` (loaded unless ``model`` is it) into ``cfg.warehouse``;
+    resumable."""
     cfg.check()
     if cfg.engine is None:
-        return _trace(cfg, None, progress)
+        return _trace(cfg, None, progress, model)
     cluster = connect_cluster(cfg.engine.check())  # refused before anything is read or written
     try:
         return _trace(cfg, cluster, progress)
@@ -146,10 +150,12 @@ def trace(cfg: TraceConfig, progress: bool = True) -> TraceSummary:
         cluster.close()
 
 
-def _trace(cfg: TraceConfig, cluster: Cluster | None, progress: bool) -> TraceSummary:
-    probe = read_corpus(cfg.corpus, cfg.refs)
+def _trace(
+    cfg: TraceConfig, cluster: Cluster | None, progress: bool, model: Seq2SeqAdapter | None = None
+) -> TraceSummary:
+    probe = cfg.examples or read_corpus(cfg.corpus, cfg.refs)
     corpus = dataclasses.replace(probe, split=cfg.split or probe.split)
-    model = load_model(cfg.model, resolve_device(cfg.device))
+    model = model or load_model(cfg.model, resolve_device(cfg.device))
     crash_point("model_load")
     plan, fingerprint = _plan(cfg, model, corpus)
     # refused before anything is written
@@ -221,6 +227,8 @@ def _plan(cfg: TraceConfig, model: Seq2SeqAdapter, corpus: Corpus) -> tuple[Trac
         "engine": cfg.engine.describe() if cfg.engine is not None else "local",
         "attribution": None if cfg.attribution is None else cfg.attribution.describe(),
     }
+    if cfg.perturbation is not None:
+        options["perturbation"] = cfg.perturbation
     # what does not change the rows: a run resumes with another batch size, device or engine
     fingerprint_src = {
         k: v for k, v in options.items() if k not in ("device", "batch_size", "threads", "engine")
@@ -268,7 +276,11 @@ def trace_plan_part(
         agreement=cfg.agreement,
         vector_dtype=cfg.vector_dtype,
     )
-    results = decode_part(model, chunk, plan.decoding, cfg.batch_size, bar)
+    skips = cfg.skips or {}
+    decoded = iter(
+        decode_part(model, [e for e in chunk if e.sent_id not in skips], plan.decoding, cfg.batch_size, bar)
+    )
+    results = [skips[e.sent_id] if e.sent_id in skips else next(decoded) for e in chunk]
     tables = record_part(builder, chunk, results).tables()
     if cfg.attribution is not None:
         items = [

@@ -80,3 +80,49 @@ def build_compare_warehouse(model: Path, root: Path) -> Path:
     for name, decoding in decodings.items():
         trace_run(model, corpus, root, name, decoding, batch_size=16, agreement="divergence")
     return root
+
+
+def build_perturb_warehouse(model: Path, root: Path) -> Path:
+    """A run 'orig' whose every reference is the tiny model's own output (planted: all right), and two
+    perturbation runs of it: 'orig.case' (the ``case`` kind, expect 'same') and 'orig.change' (a
+    made-up 'change' kind: even sent_ids unchanged, odd ones upper-cased, the original references)."""
+    from pipeline.beam import DecodeConfig
+    from pipeline.corpus import Corpus, Example
+    from pipeline.perturb import KINDS, variants
+    from warehouse import open_warehouse
+
+    decoding = DecodeConfig(beam=2, topk=4, max_len=16)
+    trace_run(model, "task:dates:test:40", root, "plain", decoding, vectors=False)
+    with open_warehouse(root) as wh:
+        rows = wh.sql(
+            "SELECT source, hypothesis, reference FROM sentences WHERE run_id = 'plain' ORDER BY sent_id"
+        )
+    corpus = root.parent / "own-outputs.tsv"
+    corpus.write_text("".join(f"{s}\t{h or r}\n" for s, h, r in rows.iter_rows()))
+    trace_run(model, corpus, root, "orig", decoding, vectors=False)
+    with open_warehouse(root) as wh:
+        orig = wh.sql(
+            "SELECT sent_id, source, reference FROM sentences WHERE run_id = 'orig' ORDER BY sent_id"
+        )
+    examples, skips = variants(KINDS["case"], orig.to_dicts(), "dates")
+    changed = [
+        Example(
+            r["sent_id"], r["source"].upper() if r["sent_id"] % 2 else r["source"], r["reference"], "x", 1
+        )
+        for r in orig.iter_rows(named=True)
+    ]
+    for name, exs, skipped, expect in (("case", examples, skips, "same"), ("change", changed, {}, "change")):
+        origin = {"of": "orig", "kind": name, "expect": expect, "where": "all"}
+        spec = f"perturb:{name}:orig"
+        trace_run(
+            model,
+            spec,
+            root,
+            f"orig.{name}",
+            decoding,
+            vectors=False,
+            examples=Corpus(spec, "test", exs),
+            skips=skipped,
+            perturbation=origin,
+        )
+    return root

@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from beamscope.cli import attribute, compare, demo, errors, index, migrate, serve, sql, trace, train
+from beamscope.cli import attribute, compare, demo, errors, index, migrate, perturb, serve, sql, trace, train
 from schemas import BeamscopeError
 from schemas.version import beamscope_version
 
-VERBS = (train, trace, attribute, index, migrate, sql, errors, compare, serve, demo)  # in --help order
+VERBS = (train, trace, attribute, perturb, index, migrate, sql, errors, compare, serve, demo)  # --help order
 
 
 class _Version(argparse.Action):

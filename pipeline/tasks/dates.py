@@ -80,3 +80,8 @@ def sample(rng: random.Random) -> tuple[str, str]:
     """One (human date, ISO date) pair."""
     date = dt.date.fromordinal(rng.randint(FIRST, LAST))
     return FORMATS[rng.choice(_NAMES)](date), date.isoformat()
+
+
+def formats_of(source: str, date: dt.date) -> list[str]:
+    """The formats that write ``date`` as ``source`` (none: ``source`` is not ``date`` in this task)."""
+    return [name for name in _NAMES if FORMATS[name](date) == source]

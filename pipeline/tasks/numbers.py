@@ -8,6 +8,7 @@ attention runs backwards inside every two-digit group. Targets are cut into the 
 from __future__ import annotations
 
 import random
+import re
 
 EN_UNITS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
@@ -55,8 +56,33 @@ def german_pieces(n: int, final: bool = True) -> list[str]:
     return ([DE_UNITS[unit], "und"] if unit else []) + [DE_TENS[tens]]
 
 
+LOWEST, HIGHEST = 1, 999_999  # the numbers the task writes
+
+
+def pair(n: int) -> tuple[str, str]:
+    """The task's (English, German) pair of ``n``."""
+    return english(n), "".join(german_pieces(n))
+
+
+def parse_english(text: str) -> int | None:
+    """The n whose ``english(n)`` is ``text``; None when ``text`` is no source of this task."""
+    total, group = 0, 0
+    for word in re.split(r"[ -]", text):
+        if word in EN_UNITS[1:]:
+            group += EN_UNITS.index(word)
+        elif word in EN_TENS[2:]:
+            group += 10 * EN_TENS.index(word)
+        elif word == "hundred":
+            group *= 100
+        elif word == "thousand":
+            total, group = total + 1000 * group, 0
+        elif word != "and":
+            return None
+    n = total + group
+    return n if LOWEST <= n <= HIGHEST and english(n) == text else None
+
+
 def sample(rng: random.Random) -> tuple[str, str]:
     """One (English, German) pair; magnitudes are mixed so short numbers appear too."""
     upper = rng.choice((99, 999, 999, 9_999, 99_999, 999_999))
-    n = rng.randint(1, upper)
-    return english(n), "".join(german_pieces(n))
+    return pair(rng.randint(LOWEST, upper))

@@ -1,0 +1,104 @@
+"""``beamscope perturb``: a perturbation kind's variants of a run's sentences, traced as a new run.
+
+The new run uses the original run's own model (its hash checked) and decoding, and the original's
+part size, vectors, taxonomy and neighbour agreement; its sentences keep their original sent_id,
+so two-run views pair them with the original. Its ``runs.corpus`` is ``perturb:KIND:RUN`` and its
+``runs.options`` hold ``perturbation``: the run it perturbs, the kind, the expectation, the
+selection. It goes through ``pipeline.trace`` (same writer; resumable by part).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.beam import DecodeConfig
+from pipeline.corpus import Corpus
+from pipeline.errors import Taxonomy
+from pipeline.models import load_run_model, resolve_device
+from pipeline.perturb import KINDS, check_applies, task_of, variants
+from pipeline.trace import TraceConfig, TraceSummary, trace
+from pipeline.writer import RunWriter
+from schemas import ConfigError, WarehouseError
+from schemas.layout import read_manifest, warehouse_root
+
+INHERITED = ("part_size", "vectors", "vector_dtype", "agreement")  # and the taxonomy, the decoding
+
+
+@dataclass(frozen=True)
+class PerturbConfig:
+    """Options of ``beamscope perturb``."""
+
+    warehouse: str
+    run: str
+    kind: str
+    sent_ids: Collection[int] | None = None  # None: every sentence of the run
+    selection: str = "all"  # how ``sent_ids`` were chosen (said in errors)
+    run_name: str | None = None  # default RUN.perturb-KIND
+    batch_size: int = 64
+    threads: int | None = None
+    device: str = "auto"
+
+
+def perturb_run(cfg: PerturbConfig, progress: bool = True) -> TraceSummary:
+    """Trace kind ``cfg.kind``'s variants of run ``cfg.run``'s sentences as a new run (their
+    sent_ids the originals'), with the run's own model and decoding; resumable as any trace."""
+    if cfg.kind not in KINDS:
+        raise ConfigError(f"unknown perturbation {cfg.kind!r}; kinds: {', '.join(KINDS)}")
+    kind, root = KINDS[cfg.kind], warehouse_root(cfg.warehouse)
+    origin = _complete_run(root, cfg.run)
+    check_applies(kind, cfg.run, origin["corpus"])
+    rows = _sentences(root, cfg.run, cfg.sent_ids)
+    if not rows:
+        raise ConfigError(f"the selection ({cfg.selection}) has no sentence of run {cfg.run!r}")
+    task = task_of(origin["corpus"])
+    examples, skips = variants(kind, rows, task)
+    if len(skips) == len(rows):
+        why = next(iter(skips.values()))
+        raise ConfigError(f"--kind {kind.name} has no variant of any selected sentence (e.g. {why})")
+    model = load_run_model(origin, resolve_device(cfg.device))
+    spec = f"perturb:{kind.name}:{cfg.run}"
+    tcfg = TraceConfig(
+        model=origin["model_path"],
+        corpus=spec,
+        warehouse=cfg.warehouse,
+        split=origin["split"],
+        run_name=cfg.run_name or f"{cfg.run}.perturb-{kind.name}",
+        decoding=DecodeConfig(**json.loads(origin["decoding"])),
+        batch_size=cfg.batch_size,
+        **_inherited(json.loads(origin["options"])),
+        threads=cfg.threads,
+        device=cfg.device,
+        examples=Corpus(spec, origin["split"], examples),
+        skips=skips,
+        perturbation={"of": cfg.run, "kind": kind.name, "expect": kind.expect(task), "where": cfg.selection},
+    )
+    return trace(tcfg, progress, model=model)
+
+
+def _inherited(options: dict[str, Any]) -> dict[str, Any]:
+    """The TraceConfig options a perturbation run takes from its original run (those it recorded)."""
+    same = {k: options[k] for k in INHERITED if k in options}
+    if "taxonomy" in options:
+        same["taxonomy"] = Taxonomy(**options["taxonomy"])
+    return same
+
+
+def _complete_run(root: Path, run: str) -> dict[str, Any]:
+    """The ``runs`` row of complete run ``run`` (WarehouseError when there is none)."""
+    runs = read_manifest(root)["runs"]
+    if runs.get(run, {}).get("status") != "complete":
+        known = ", ".join(sorted(r for r, e in runs.items() if e.get("status") == "complete"))
+        raise WarehouseError(f"no complete run {run!r} (runs: {known or 'none'})", path=str(root))
+    columns = ["run_id", "model_path", "model_hash", "corpus", "split", "decoding", "options"]
+    return RunWriter(root, run).read_table("runs", columns).to_pylist()[0]
+
+
+def _sentences(root: Path, run: str, sent_ids: Collection[int] | None) -> list[dict[str, Any]]:
+    """sent_id, source and reference of the chosen sentences of ``run``, in sent_id order."""
+    rows = RunWriter(root, run).read_table("sentences", ["sent_id", "source", "reference"]).to_pylist()
+    wanted = None if sent_ids is None else set(sent_ids)
+    return sorted((r for r in rows if wanted is None or r["sent_id"] in wanted), key=lambda r: r["sent_id"])
