@@ -121,7 +121,8 @@ class Warehouse:
 
     def sentence_source(self, table: str, run: str, sent_id: int | None = None) -> str:
         """A ``read_parquet(...)`` expression over only the part file that holds ``sent_id`` of a
-        complete ``run`` (parts hold ``part_size`` consecutive sentence ids), or over the run's
+        complete ``run`` (parts hold ``part_size`` consecutive sentence ids; not so in perturbation
+        runs, which keep the ids of the sentences they vary), or over the run's
         directory (no ``sent_id``, or that file is not where the layout says). Much faster than
         the view at scale: the view binds every part of every run."""
         check_run_id(run)
@@ -141,8 +142,9 @@ class Warehouse:
 
     def _part_sizes(self) -> dict[str, int]:
         if self._parts is None:
-            rows = self.sql(
-                "SELECT run_id, TRY_CAST(json_extract(options, '$.part_size') AS BIGINT) FROM runs"
+            rows = self.sql(  # a perturbation run keeps its sentences' ids: its parts are not by id
+                "SELECT run_id, TRY_CAST(json_extract(options, '$.part_size') AS BIGINT) FROM runs "
+                "WHERE json_extract(options, '$.perturbation') IS NULL"
             )
             self._parts = {r: n for r, n in rows.iter_rows() if n}
         return self._parts
