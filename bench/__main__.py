@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from bench import ann, attribution_speed, bank, hf_speed, load, ray_speed, scale, storage, trace_speed
+from bench import (
+    ann,
+    attribution_speed,
+    bank,
+    hf_speed,
+    load,
+    perturb_speed,
+    ray_speed,
+    scale,
+    storage,
+    trace_speed,
+)
 
 
 def main() -> None:
@@ -13,6 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     trace_speed.main(args.device)
     attribution_speed.main(args.device)
+    perturb_speed.main(args.device)
     ray_speed.main(args.device)
     storage.main(args.device)
     bank.main(args.device)

@@ -3,6 +3,7 @@
 import polars as pl
 import pytest
 
+from schemas.stages import SENTENCE_STAGES
 from tests.helpers import run_cli
 from warehouse import open_warehouse
 from warehouse.marts import MARTS
@@ -15,8 +16,10 @@ KEYS = {
     "bucket_accuracy": ["run_id", "bucketing", "bucket"],
     "attention_coverage": ["run_id", "sent_id"],
     "sentence_buckets": ["run_id", "sent_id", "bucketing", "bucket"],
+    "attention_attribution": ["run_id", "sent_id", "step"],
+    "attention_attribution_summary": ["run_id", "grouping", "group"],
 }
-STAGES = {"correct", "no_reference", "search", "encoder", "decoder", "attention", "prediction"}
+STAGES = set(SENTENCE_STAGES)
 
 
 @pytest.fixture(scope="module")
