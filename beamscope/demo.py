@@ -5,7 +5,8 @@ LSTM with attention (English -> German number words, where attention runs backwa
 so far that about one test sentence in ten is wrong. Each traces a training sample first (the
 neighbour bank its test run's blame searches), then the test split with beam 5; the numbers test
 split is also decoded greedily, so search errors and the compare page have material. The numbers
-beam-5 run is traced last: the overview opens on it.
+beam-5 run is traced last: the overview opens on it. Then the numbers errors are attributed
+(integrated gradients) and both test runs perturbed (pages never open on a perturbation run).
 """
 
 from __future__ import annotations
@@ -17,15 +18,22 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import polars as pl
+
+from pipeline.attribute import AttributeConfig, attribute_run
+from pipeline.attribution import Method
 from pipeline.beam import DecodeConfig
 from pipeline.models import load_model, resolve_device
 from pipeline.neighbours import KINDS, bank_info
+from pipeline.perturb_run import PerturbConfig, perturb_run
 from pipeline.trace import TraceConfig, trace
 from pipeline.train import TrainConfig, train
 from pipeline.writer import build_indexes
 from schemas import CheckpointError
 from warehouse import open_warehouse, write_duckdb_file
+from warehouse.perturbations import format_summary, perturbation_summary
 from warehouse.report import error_report, format_breakdown, format_report
+from warehouse.selection import sentence_ids
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ def run_demo(cfg: DemoConfig) -> Path:
         # the training sample first: the test runs' blame searches its states
         trains.append(_trace(cfg, spec, model_dir, warehouse, "train", cfg.n_train, 5))
         tests += [_trace(cfg, spec, model_dir, warehouse, "test", cfg.n_test, beam) for beam in spec.beams]
+    why = _why(cfg, warehouse, tests)
     for r in build_indexes(warehouse, trains + tests):
         print(f"index {r.table}: {r.rows} vectors" + (f", {r.params['scalar_indexes']}" if r.built else ""))
     for run, kind in ((run, kind) for run in trains for kind in KINDS):  # built by the test runs' traces
@@ -82,6 +91,7 @@ def run_demo(cfg: DemoConfig) -> Path:
         print(format_report(error_report(wh, tests[-1], top=5)))
         print("\nstages and tags of every test run:")
         print(format_breakdown([error_report(wh, run) for run in tests]))
+        _print_why(wh, tests[-1], why)
     print(f"\ndemo built in {time.perf_counter() - start:.0f}s")
     query = "SELECT * FROM sentences WHERE NOT exact_match LIMIT 5"
     print(f'\ntry: beamscope sql --warehouse {warehouse} "{query}"')
@@ -90,6 +100,61 @@ def run_demo(cfg: DemoConfig) -> Path:
     if cfg.serve:
         _serve(cfg, warehouse)
     return warehouse
+
+
+# what the demo attributes and perturbs: (task, perturbation kinds, sentences per kind)
+ATTRIBUTED = "NOT exact_match OR sent_id < 200"  # every error, and correct sentences to compare with
+PERTURBED = {"dates": ("reformat", "case", "punct"), "numbers": ("plus_one",)}
+PERTURB_SENTENCES = 1000
+
+
+def _why(cfg: DemoConfig, warehouse: Path, tests: list[str]) -> list[str]:
+    """Integrated gradients on the numbers beam-5 run (its errors and 200 more sentences), and the
+    perturbation runs of each task's beam-5 test run; returns the perturbation runs."""
+    start = time.perf_counter()
+    numbers = tests[-1]
+    chosen = sentence_ids(str(warehouse), numbers, ATTRIBUTED)
+    s = attribute_run(
+        AttributeConfig(str(warehouse), numbers, Method("ig", 32), chosen, ATTRIBUTED, cfg.device)
+    )
+    print(
+        f"attributed {s.n_tokens} tokens of {s.n_sentences} sentences of {numbers} (ig) in {s.seconds:.0f}s"
+    )
+    runs = []
+    for run in (r for r in tests if not r.endswith(".beam1")):
+        task = next(t for t in PERTURBED if f".{t}-test-" in run)
+        for kind in PERTURBED[task]:
+            where = f"sent_id < {PERTURB_SENTENCES}"
+            p = perturb_run(
+                PerturbConfig(
+                    str(warehouse),
+                    run,
+                    kind,
+                    sentence_ids(str(warehouse), run, where),
+                    where,
+                    device=cfg.device,
+                ),
+                progress=False,
+            )
+            runs.append(p.run_id)
+    print(f"perturbation runs traced in {time.perf_counter() - start:.0f}s (with the attribution)")
+    return runs
+
+
+def _print_why(wh, attributed: str, perturbed: list[str]) -> None:  # noqa: ANN001
+    """Attention against attribution by stage, and the perturbation summaries."""
+    summary = wh.mart("attention_attribution_summary", attributed).filter(pl.col("grouping") == "stage")
+    print(f"\nattention vs attribution in {attributed} (ig; share of steps whose most attended source")
+    print("token is the most attributed one, and mean Spearman correlation), by stage:")
+    for r in summary.iter_rows(named=True):
+        div = "-" if r["divergence_top_agreement"] is None else f"{r['divergence_top_agreement']:.0%}"
+        print(
+            f"  {r['group']:11s} {r['sentences']:5d} sentences {r['steps']:6d} steps  top agree "
+            f"{r['top_agreement']:.0%}  spearman {r['mean_spearman']:.2f}  (at divergence: top agree {div})"
+        )
+    print("\nperturbations:")
+    for run in perturbed:
+        print("  " + format_summary(perturbation_summary(wh, run)))
 
 
 def _model(cfg: DemoConfig, spec: DemoModel) -> Path:

@@ -108,9 +108,7 @@ def words_table(run: str, value: str) -> html.Div:
             "This run has no close words (traced before schema 5, or a what-if run).", className="muted"
         )
     space = "input embedding" if side == "src" else "output layer"
-    rows = [
-        html.Tr([html.Td(r), html.Td(figures.safe(t)), html.Td(f"{s:.3f}")]) for r, t, s in words.iter_rows()
-    ]
+    rows = [html.Tr([html.Td(r), html.Td(t), html.Td(f"{s:.3f}")]) for r, t, s in words.iter_rows()]
     head = html.Tr([html.Th("rank"), html.Th(f"token ({space})"), html.Th("cosine")])
     return html.Div(html.Table([head, *rows], className="simple"))
 

@@ -29,7 +29,7 @@ def build(
     wh = open_warehouse(warehouse)
     if wh.run_ids():  # the newest run's overview is what users open first: compute its marts now
         for name in sorted(CACHED_MARTS):
-            wh.mart(name, wh.run_ids()[-1])
+            wh.mart(name, wh.default_run())
     # user SQL (console, explorer conditions) runs in memory-capped worker processes
     app = create_app(wh, sandbox=IsolatedSQL(wh.root), model=model, device=device)
     if token:

@@ -108,13 +108,27 @@ class Warehouse:
             self._run_ids = (stamp, ids)
         return list(ids)
 
+    def default_run(self) -> str:
+        """The newest complete run that is not a perturbation of another one (what pages open on)."""
+        ids = self.run_ids()
+        derived = set(
+            self.memo(
+                ("perturbation_runs",),
+                lambda: self.sql(
+                    "SELECT run_id FROM runs WHERE json_extract(options, '$.perturbation') IS NOT NULL"
+                )["run_id"].to_list(),
+            )
+        )
+        own = [r for r in ids if r not in derived]
+        return (own or ids)[-1]
+
     def resolve_run(self, run: str | None) -> str:
         """``run`` if it is a complete run, else the only/newest run when ``run`` is None."""
         ids = self.run_ids()
         if not ids:
             raise WarehouseError("warehouse has no complete runs yet", path=str(self.root))
         if run is None:
-            return ids[-1]
+            return self.default_run()
         if run not in ids:
             raise WarehouseError(f"no complete run {run!r}; runs: {', '.join(ids)}", path=str(self.root))
         return run

@@ -20,7 +20,7 @@ def layout(run: str | None = None, projection: str | None = None, **_: str) -> h
     wh = warehouse()
     if not wh.run_ids():
         return html.Div("This warehouse has no complete runs yet.", className="page")
-    run = wh.resolve_run(run) if run in wh.run_ids() else wh.run_ids()[-1]
+    run = wh.resolve_run(run) if run in wh.run_ids() else wh.default_run()
     return html.Div(
         [
             dcc.Location(id=ids.OVERVIEW_GO, refresh="callback-nav"),

@@ -81,7 +81,7 @@ def layout(run: str | None = None, **args: str) -> html.Div:
     wh = warehouse()
     if not wh.run_ids():
         return html.Div("This warehouse has no complete runs yet.", className="page")
-    run = run if run in wh.run_ids() else wh.run_ids()[-1]
+    run = run if run in wh.run_ids() else wh.default_run()
     f, outcome = _outcome(wh, run, parse_filters(args))
     chrf = [f.min_chrf if f.min_chrf is not None else 0, f.max_chrf if f.max_chrf is not None else 100]
     controls = html.Div(

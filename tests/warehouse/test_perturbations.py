@@ -67,3 +67,14 @@ def test_runs_and_pairs(wh) -> None:
     assert perturbation_summaries(wh).height == 2
     assert is_variant_pair(wh, "orig", "orig.case") and not is_variant_pair(wh, "orig.case", "orig")
     assert not is_variant_pair(wh, "plain", "orig.case") and not is_variant_pair(wh, ["orig"], "orig.case")
+
+
+def test_pages_open_on_the_newest_run_that_is_no_perturbation(wh) -> None:
+    """The perturbation runs are the newest; the default run (overview, explorer, errors) is 'orig'."""
+    assert wh.run_ids()[-1] == "orig.change"
+    assert wh.default_run() == "orig" and wh.resolve_run(None) == "orig"
+    # a variant's sentence is found although its part holds other ids than part_size says
+    from dashboard import queries
+
+    sid = wh.sql("SELECT max(sent_id) FROM sentences WHERE run_id = 'orig.case'").item()
+    assert queries.sentence_view(wh, "orig.case", sid) is not None
