@@ -15,6 +15,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
@@ -49,6 +50,7 @@ class AttributeSummary:
     n_tokens: int  # produced tokens attributed in this call
     resumed_parts: int
     seconds: float
+    median_rel_delta: float | None = None  # ig: median |delta| / |logprob - baseline_logprob|
 
 
 def fingerprint(method: Method, sent_ids: Collection[int] | None) -> str:
@@ -85,6 +87,7 @@ def attribute_run(cfg: AttributeConfig, progress: bool = True) -> AttributeSumma
     done = writer.begin_derived(ENTRY, ATTRIBUTION_TABLES, entry.pop("fingerprint"), entry)
     todo = [p for p in parts if p not in done]
     tokens = sum(len(i.out_ids) for p in todo for i in todo_items[p])
+    rel_deltas: list[np.ndarray] = []
     start = time.perf_counter()
     with (
         torch_threads(cfg.threads),
@@ -94,8 +97,22 @@ def attribute_run(cfg: AttributeConfig, progress: bool = True) -> AttributeSumma
             tables = attribute(model, todo_items[part], cfg.method, cfg.run, cfg.batch_rows, bar)
             writer.write_tables(part, tables)
             writer.derived_done(ENTRY, part)
+            rel_deltas.append(_rel_delta(tables["attribution_steps"]))
     writer.derived_done(ENTRY, complete=True)
-    return AttributeSummary(cfg.run, root, n, tokens, len(done), time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    rel = np.concatenate(rel_deltas) if rel_deltas else np.array([])
+    median = float(np.median(rel)) if cfg.method.name == "ig" and rel.size else None
+    return AttributeSummary(cfg.run, root, n, tokens, len(done), seconds, median)
+
+
+def _rel_delta(steps: pa.Table) -> np.ndarray:
+    """IG's convergence delta of each step relative to the change it integrates over."""
+    cols = {
+        c: steps[c].to_numpy(zero_copy_only=False).astype(float)
+        for c in ("logprob", "baseline_logprob", "delta")
+    }
+    gap = np.abs(cols["logprob"] - cols["baseline_logprob"])
+    return np.abs(cols["delta"]) / np.maximum(gap, 1e-6)
 
 
 def _items(writer: RunWriter, part: int, wanted: set[int] | None) -> list[Produced]:

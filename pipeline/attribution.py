@@ -7,9 +7,12 @@ embedding modules (``Seq2SeqAdapter.embeddings``) get their outputs replaced by 
 varies, so built-in and Hugging Face models are attributed alike. A position's score is captum's
 attribution summed over the embedding dimension.
 
-Integrated gradients integrate from the all-zero embedding at every position (``BASELINE``; the
-position encodings a model adds after the embedding stay), so a step's scores sum to
-``logprob - baseline_logprob`` up to captum's convergence ``delta``, which is stored with them.
+Integrated gradients integrate from the PAD token's embedding at every position (``BASELINE``;
+position encodings a model adds after the embedding stay), as captum's text tutorials do. A
+step's scores sum to ``logprob - baseline_logprob + delta``, with captum's convergence ``delta``
+stored beside them. (An all-zero baseline would not do for T5-like models: their first operation,
+an RMS norm, maps every ``a * x`` to the same vector, so the whole change happens near ``a = 0``
+and the integral misses it.)
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from schemas import TABLES, ConfigError
 from schemas.tables import ATTRIBUTION_METHODS
 
 METHODS = ATTRIBUTION_METHODS
-BASELINE = "the all-zero embedding at every source and decoder input position"
+BASELINE = "the PAD token's embedding at every source and decoder input position"
 DEFAULT_IG_STEPS = 32
 
 
@@ -161,12 +164,13 @@ def attribute(
     cols: dict[str, dict[str, list[np.ndarray]]] = {"attribution": {}, "attribution_steps": {}}
     for b in _batches(model, items, max_rows):
         inputs = (_embed(src_module, b.src), _embed(tgt_module, b.tgt_in))
+        baselines = (_embed(src_module, _pads(b.src, model)), _embed(tgt_module, _pads(b.tgt_in, model)))
         extra = (b.src, b.mask, b.tgt_in, b.step, b.token)
         with torch.enable_grad():
-            attr, delta = _run(method, f, inputs, extra)
+            attr, delta = _run(method, f, inputs, baselines, extra)
         with torch.no_grad():
             logprob = f(*inputs, *extra)
-            base = f(*(torch.zeros_like(x) for x in inputs), *extra) if method.name == "ig" else None
+            base = f(*baselines, *extra) if method.name == "ig" else None
         src_scores = attr[0].sum(-1).masked_fill(~b.mask, 0.0).detach().cpu().numpy()
         tgt_scores = attr[1].sum(-1).detach().cpu().numpy()
         _add_rows(cols, items, b, src_scores, tgt_scores)
@@ -186,12 +190,19 @@ def attribute(
     return {name: _table(name, c, run_id) for name, c in cols.items()}
 
 
+def _pads(ids: Tensor, model: Seq2SeqAdapter) -> Tensor:
+    return torch.full_like(ids, model.pad_id)
+
+
 def _run(
-    method: Method, f: Callable[..., Tensor], inputs: tuple[Tensor, Tensor], extra: tuple[Tensor, ...]
+    method: Method,
+    f: Callable[..., Tensor],
+    inputs: tuple[Tensor, Tensor],
+    baselines: tuple[Tensor, Tensor],
+    extra: tuple[Tensor, ...],
 ) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
     """captum's attributions for ``inputs`` (and the convergence delta of integrated gradients)."""
     if method.name == "ig":
-        baselines = tuple(torch.zeros_like(x) for x in inputs)
         attr, delta = IntegratedGradients(f).attribute(
             inputs,
             baselines=baselines,

@@ -218,8 +218,8 @@ STATE_CLUSTER_MEMBERS = pa.schema(
 # Gradient attribution (``pipeline.attribution``: ``beamscope attribute`` or ``trace --attribution``):
 # how much each source token and each earlier target token moved the log-probability of each produced
 # token. ``score`` is captum's attribution summed over the embedding dimension; for integrated
-# gradients the baseline is the all-zero embedding at every position (``attribution_steps`` holds
-# the log-probability there), so the scores of a step sum to logprob - baseline_logprob - delta.
+# gradients the baseline is the PAD token's embedding at every position (``attribution_steps``
+# holds the log-probability there), so the scores of a step sum to logprob - baseline_logprob + delta.
 ATTRIBUTION = pa.schema(
     [
         _RUN,
@@ -242,7 +242,7 @@ ATTRIBUTION_STEPS = pa.schema(
         pa.field("method", pa.string(), nullable=False),  # ig | grad_x_input | saliency
         pa.field("ig_steps", pa.int32()),  # integration steps (ig only)
         pa.field("logprob", pa.float32(), nullable=False),  # of the produced token (model's own)
-        pa.field("baseline_logprob", pa.float32()),  # at the all-zero baseline (ig only)
+        pa.field("baseline_logprob", pa.float32()),  # at the PAD baseline (ig only)
         pa.field("delta", pa.float32()),  # captum's convergence delta (ig only)
     ]
 )

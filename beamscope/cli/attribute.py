@@ -16,7 +16,7 @@ def add(sub: Subparsers) -> argparse.ArgumentParser:
         "  beamscope attribute --warehouse wh --run numbers-lstm.numbers-test-2000.test\n"
         "  beamscope attribute --warehouse wh --run RUN --method grad_x_input --where 'NOT exact_match'\n"
         "Runs the run's own model (its hash must match) with captum; writes the tables attribution and\n"
-        "attribution_steps. ig integrates from the all-zero embedding at every position. A run keeps one\n"
+        "attribution_steps. ig integrates from the PAD token's embedding at every position. A run keeps one\n"
         "attribution: another method, step count or --where replaces it. Interrupted: run it again.\n",
     )
     p.add_argument("--warehouse", required=True)
@@ -28,6 +28,9 @@ def add(sub: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores but one)")
     add_device(p)
     return p
+
+
+CONVERGED = 0.05  # ig's median |delta| relative to the integrated change, at most
 
 
 def run(a: argparse.Namespace) -> int:
@@ -56,4 +59,9 @@ def run(a: argparse.Namespace) -> int:
         f"run {s.run_id}: {a.method} attribution of {s.n_sentences} sentences "
         f"({s.n_tokens} tokens in {s.seconds:.1f}s{rate}; {s.resumed_parts} parts were done) -> {s.warehouse}"
     )
+    if s.median_rel_delta is not None:
+        verdict = "converged" if s.median_rel_delta <= CONVERGED else "NOT converged: raise --steps"
+        print(
+            f"ig convergence: median |delta| is {s.median_rel_delta:.1%} of |logprob - baseline| ({verdict})"
+        )
     return 0

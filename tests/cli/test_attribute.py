@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -75,6 +76,7 @@ def test_attribute_then_sql_reads_it(wh) -> None:
     proc = run_cli("attribute", "--warehouse", str(root), "--run", "r", "--steps", "8", "--where", where)
     assert proc.returncode == 0, proc.stderr
     assert "run r: ig attribution of" in proc.stdout
+    assert re.search(r"ig convergence: median \|delta\| is \d+\.\d% of .* \((NOT )?converged", proc.stdout)
     query = (
         "SELECT count(DISTINCT a.sent_id) AS n, "
         "max(abs(s.total - (t.logprob - t.baseline_logprob) - t.delta)) AS gap FROM attribution_steps t "

@@ -2,104 +2,34 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
-from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
 
-from pipeline.attribution import Method, Produced, attribute
-from pipeline.batching import pad
-from pipeline.beam import DecodeConfig, beam_search
-from pipeline.vocab import PAD
+from pipeline.attribution import Method, attribute
 from schemas import ConfigError
+from tests.pipeline.attribution_checks import (
+    assert_complete,
+    assert_equals_captum,
+    frames,
+    produced,
+)
 
 SOURCES = ["march 5, 2021", "12/01/1999", "tuesday, june 3 2003", "7 aug 1987"]
 
 
-def produced(model, sources: list[str]) -> list[Produced]:
-    """Each source with the model's greedy output (end of sentence included)."""
-    with torch.inference_mode():
-        src, mask = pad([model.src_ids(s) for s in sources], model.pad_id, model.device)
-        decoded = beam_search(model, model.encode(src, mask), DecodeConfig(beam=1, max_len=16), trace=False)
-    return [
-        Produced(i, model.src_ids(s), [*d.ids, model.eos_id] if d.ended else list(d.ids))
-        for i, (s, d) in enumerate(zip(sources, decoded, strict=True))
-    ]
-
-
-def frames(tables):
-    return tables["attribution"].to_pandas(), tables["attribution_steps"].to_pandas()
-
-
 @pytest.mark.parametrize("which", ["tiny", "tiny_lstm"])
 def test_integrated_gradients_are_complete(which, request) -> None:
-    """Per step, the scores sum to logprob - baseline_logprob within captum's delta, and the delta
-    is small next to that difference (32 Gauss-Legendre steps)."""
     model = request.getfixturevalue(which)
-    rows, steps = frames(attribute(model, produced(model, SOURCES), Method("ig", 32)))
-    sums = rows.groupby(["sent_id", "step"]).score.sum().rename("total").reset_index()
-    steps = steps.merge(sums, on=["sent_id", "step"])
-    gap = steps.logprob - steps.baseline_logprob
+    steps = assert_complete(model, produced(model, SOURCES))
     assert len(steps) >= len(SOURCES) * 3
-    assert np.allclose(steps.total, gap + steps.delta, atol=1e-4)
-    assert (steps.delta.abs() <= 0.01 * gap.abs() + 1e-3).all()
-    assert (steps.method == "ig").all() and (steps.ig_steps == 32).all()
-    # every real source position and every decoder input position up to the step has a row
-    for item in produced(model, SOURCES):
-        for t in range(len(item.out_ids)):
-            mine = rows[(rows.sent_id == item.sent_id) & (rows.step == t)]
-            assert sorted(mine[mine.side == "src"].position) == list(range(len(item.src_ids)))
-            assert sorted(mine[mine.side == "tgt"].position) == list(range(t + 1))
-
-
-def _zero_pad_copy(model):
-    """The model with zero PAD embeddings: captum's layer methods, given PAD ids as the baseline,
-    then integrate from the same all-zero embedding as beamscope."""
-    twin = copy.deepcopy(model)
-    with torch.no_grad():
-        for emb in twin.embeddings():
-            emb.weight[PAD] = 0.0
-    return twin
-
-
-def _captum_direct(model, item: Produced, step: int, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """captum's own layer attribution for one sentence and step, without beamscope's batching."""
-    src = torch.tensor([list(item.src_ids)])
-    tgt_in = torch.tensor([[model.bos_id, *item.out_ids[:step]]])
-    mask = torch.ones_like(src, dtype=torch.bool)
-
-    def f(src_ids: torch.Tensor, tgt_ids: torch.Tensor) -> torch.Tensor:
-        logits = model.forced(model.encode(src_ids, mask.expand(len(src_ids), -1)), tgt_ids).logits
-        return logits[:, step].float().log_softmax(-1)[:, item.out_ids[step]]
-
-    layers = list(model.embeddings())
-    if method == "ig":
-        attr = LayerIntegratedGradients(f, layers).attribute(
-            (src, tgt_in), baselines=(torch.full_like(src, PAD), torch.full_like(tgt_in, PAD)), n_steps=32
-        )
-    else:
-        attr = LayerGradientXActivation(f, layers).attribute((src, tgt_in))
-    return attr[0][0].sum(-1).detach().numpy(), attr[1][0].sum(-1).detach().numpy()
 
 
 @pytest.mark.parametrize("which", ["tiny", "tiny_lstm"])
 @pytest.mark.parametrize("method", ["ig", "grad_x_input"])
 def test_table_equals_captum_run_directly(which, method, request) -> None:
-    model = _zero_pad_copy(request.getfixturevalue(which))
-    items = produced(model, SOURCES)
-    rows, _ = frames(attribute(model, items, Method(method, 32), max_rows=5))  # batches cut mid-sentence
-    checked = 0
-    for item in items[:3]:
-        for t in range(len(item.out_ids)):
-            want_src, want_tgt = _captum_direct(model, item, t, method)
-            mine = rows[(rows.sent_id == item.sent_id) & (rows.step == t)].sort_values(["side", "position"])
-            assert np.allclose(mine[mine.side == "src"].score, want_src, atol=1e-4)
-            assert np.allclose(mine[mine.side == "tgt"].score, want_tgt, atol=1e-4)
-            checked += 1
-    assert checked >= 9
+    model = request.getfixturevalue(which)
+    assert assert_equals_captum(model, produced(model, SOURCES), method) >= 9
 
 
 def test_saliency_is_the_gradient_magnitude(tiny) -> None:

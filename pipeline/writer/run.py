@@ -1,48 +1,27 @@
-"""The one place that writes a warehouse: Parquet parts, LanceDB vectors and their scalar
-indexes, neighbour banks, the manifest and ``beamscope.duckdb``. Both trace engines, what-if,
-``index`` and ``migrate`` write through here; readers (``warehouse/``) never write.
-
-A warehouse is a local directory or an S3 prefix (``schemas.layout.warehouse_root``). Every file
-is replaced atomically: locally a temporary sibling is renamed over it; on S3 a file written
-locally is sent in one PUT (an object is whole or absent). Whoever rewrites the manifest holds
-the writer lock: an advisory ``flock`` locally, a create-only ``.lock`` object on S3.
-
-Idempotent by construction, so a killed trace resumes to exactly the rows of an
-uninterrupted one: a part file is complete or absent and rewriting it gives the same file; the
-vectors of a part are deleted by ``sent_id`` range before they are added (a Lance commit is
-atomic); a part counts as done only once the manifest, replaced under the writer lock, says so.
-"""
+"""One run's writer: its parts, vectors and derived tables, and its manifest entry."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
-import os
-import secrets
-import shutil
-import socket
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
-import faiss
 import pyarrow as pa
 import pyarrow.parquet as pq
-from lancedb.index import Bitmap, BTree
-from tqdm import tqdm
 
+from pipeline.writer.files import (
+    atomic_path,
+    locked,
+    remove_orphan_temps,
+    remove_tree,
+    write_manifest,
+    write_parquet,
+)
 from schemas import SCHEMA_VERSION, TABLES, VECTOR_TABLES, WarehouseError
 from schemas.layout import (
-    DUCKDB_FILE,
-    MANIFEST,
-    TMP_MARK,
-    banks_dir,
     check_run_id,
     connect_vectors,
     crash_point,
@@ -57,125 +36,6 @@ from schemas.layout import (
     vector_table,
 )
 from schemas.version import beamscope_version
-
-LOCK_STALE_S = 120.0  # an S3 writer lock older than this was left by a killed writer (held: ms)
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary file for ``path``; on success it replaces ``path`` atomically."""
-    remote = is_remote(path)
-    if not remote:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=None if remote else path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o644)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        crash_point("manifest" if path.name == MANIFEST else path.suffix.lstrip(".") or "file")
-        if remote:
-            path.fs.put_file(str(tmp_path), path.path)  # one PUT: the old object or the new one
-        else:
-            os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def remove_orphan_temps(root: Path, recursive: bool = True) -> int:
-    """Delete temporary files a killed writer left behind; return how many (none on S3)."""
-    if is_remote(root):
-        return 0
-    n = 0
-    for p in (root.rglob if recursive else root.glob)(f".*{TMP_MARK}*"):
-        if p.is_file():
-            p.unlink(missing_ok=True)
-            n += 1
-    return n
-
-
-@contextlib.contextmanager
-def locked(root: Path) -> Iterator[None]:
-    """Hold the warehouse's writer lock (an advisory lock on ``.lock``; on S3 a create-only object)."""
-    if is_remote(root):
-        with _remote_lock(root / ".lock"):
-            yield
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _remote_lock(lock: Any) -> Iterator[None]:
-    owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "at": time.time()}).encode()
-    while True:
-        try:
-            with lock.fs.open(lock.path, "xb") as f:  # If-None-Match: * (fails if it exists)
-                f.write(owner)
-            break
-        except FileExistsError:
-            with contextlib.suppress(FileNotFoundError):
-                if _stale(lock):
-                    lock.fs.rm(lock.path)
-            time.sleep(0.05)
-    try:
-        yield
-    finally:
-        lock.fs.rm(lock.path)
-
-
-def _stale(lock: Any) -> bool:
-    """Whether an S3 writer lock was left by a killed writer (or is no lock of ours: a local
-    warehouse's flock file copied along)."""
-    try:
-        owner = json.loads(lock.fs.cat_file(lock.path))
-        taken = float(owner["at"])
-    except (ValueError, KeyError, TypeError):
-        return True
-    return time.time() - taken > LOCK_STALE_S
-
-
-def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    """Replace the manifest atomically. Call it under ``locked(root)``: it first deletes the
-    temporary manifests that writers killed before their rename left behind."""
-    if not is_remote(root):
-        for tmp in root.glob(f".{MANIFEST}{TMP_MARK}*"):
-            tmp.unlink(missing_ok=True)
-    atomic_write_text(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
-
-
-def write_parquet(table: pa.Table, path: Path) -> None:
-    """zstd Parquet, written to a temporary name and renamed into place.
-
-    Float columns use the byte-stream-split encoding (about 30 % smaller with zstd than plain).
-    """
-    # float16 (Parquet FLOAT16) is left out: DuckDB reads byte-stream-split only for 32/64-bit types
-    floats = [f.name for f in table.schema if pa.types.is_floating(f.type) and f.type != pa.float16()]
-    with atomic_path(path) as tmp:
-        pq.write_table(
-            table,
-            tmp,
-            compression="zstd",
-            row_group_size=256 * 1024,
-            use_byte_stream_split=floats or False,
-            use_dictionary=[f.name for f in table.schema if f.name not in floats and not _is_f16(f.type)],
-        )
-
-
-def _is_f16(t: pa.DataType) -> bool:
-    return t == pa.float16() or (pa.types.is_list(t) and t.value_type == pa.float16())
 
 
 class RunWriter:
@@ -360,7 +220,7 @@ class RunWriter:
             if entry is not None and entry["fingerprint"] == fingerprint:
                 return set(entry["parts_done"])
             for table in tables:
-                self._remove_parts(table)
+                remove_tree(run_dir(self.root, table, self.run_id))
             run[name] = {**info, "fingerprint": fingerprint, "parts_done": [], "status": "running"}
             write_manifest(self.root, manifest)
             return set()
@@ -375,14 +235,6 @@ class RunWriter:
             if complete:
                 entry["status"] = "complete"
             write_manifest(self.root, manifest)
-
-    def _remove_parts(self, table: str) -> None:
-        d = run_dir(self.root, table, self.run_id)
-        if is_remote(d):
-            with contextlib.suppress(FileNotFoundError):
-                d.fs.rm(d.path, recursive=True)
-        else:
-            shutil.rmtree(d, ignore_errors=True)
 
     def _parts(self, table: str) -> Iterator[Any]:
         """The open part files of ``table`` written for this run so far."""
@@ -405,11 +257,8 @@ class RunWriter:
             manifest["runs"][self.run_id].update(status="complete", **stats)
             write_manifest(self.root, manifest)
         staging = staging_dir(self.root, self.run_id)
-        if is_remote(staging):
-            with contextlib.suppress(FileNotFoundError):
-                staging.fs.rm(staging.path, recursive=True)
-        else:
-            shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging)
+        if not is_remote(staging):
             with contextlib.suppress(OSError):  # the staging directory itself, once no run uses it
                 staging.parent.rmdir()
 
@@ -425,94 +274,3 @@ def run_row(**fields: Any) -> dict[str, Any]:
         "decoding": json.dumps(fields["decoding"], sort_keys=True),
         "options": json.dumps(fields["options"], sort_keys=True),
     }
-
-
-def save_bank(root: Path, run_id: str, kind: str, index: faiss.Index, rows: pa.Table, meta: dict) -> tuple:
-    """Write a neighbour bank's index and row files under fresh names, then ``<kind>.json`` (``meta``
-    with the file names: the commit; a reader sees the old bank or the new one, whole); the old
-    files are then removed. Returns the new files' names."""
-    d = banks_dir(root, run_id)
-    build = secrets.token_hex(4)
-    files = (f"{kind}-{build}.faiss", f"{kind}-{build}.parquet")
-    with atomic_path(d / files[0]) as tmp:
-        faiss.write_index(index, str(tmp))
-    with atomic_path(d / files[1]) as tmp:
-        pq.write_table(rows, tmp, compression="zstd")
-    with locked(root):
-        atomic_write_text(d / f"{kind}.json", json.dumps({**meta, "files": list(files)}, indent=1))
-        for old in d.glob(f"{kind}-*"):
-            if old.name not in files:  # a reader that mapped them keeps its mapping
-                old.unlink(missing_ok=True)
-    return files
-
-
-DEFAULT_MIN_ROWS = 100_000  # below this, a scan is fast enough and no index is built
-# Scalar indexes of the columns the dashboard filters and looks up by (those a table has).
-SCALAR_INDEXES = {"sent_id": "BTREE", "decoding": "BITMAP", "layer": "BITMAP"}
-
-
-@dataclass(frozen=True)
-class IndexReport:
-    table: str
-    rows: int
-    built: bool
-    seconds: float
-    params: dict[str, int | str]
-
-
-def build_indexes(
-    root: Path, runs: list[str], min_rows: int = DEFAULT_MIN_ROWS, progress: bool = True
-) -> list[IndexReport]:
-    """Build (or rebuild) the scalar indexes (``SCALAR_INDEXES``) of every vector table of ``runs``
-    with at least ``min_rows`` rows, and record them in the manifest. Without a BTREE on
-    ``sent_id`` a key look-up scans the column (~85 ms at 2.64M rows, ~4 ms with it)."""
-    db = connect_vectors(root)
-    names = [vector_table(kind, run) for run in runs for kind in VECTOR_TABLES]
-    reports = []
-    for name in tqdm(names, desc="index", unit="table", disable=not progress):
-        tbl = open_vectors(db, name)
-        if tbl is None:
-            continue
-        rows = tbl.count_rows()
-        if rows < min_rows:
-            reports.append(IndexReport(name, rows, False, 0.0, {"scalar_indexes": "none (scans)"}))
-            continue
-        start = time.perf_counter()
-        scalar = {c: kind for c, kind in SCALAR_INDEXES.items() if c in tbl.schema.names}
-        for column, kind in scalar.items():
-            tbl.create_index(column, config=BTree() if kind == "BTREE" else Bitmap(), replace=True)
-        params = {"scalar_indexes": ", ".join(f"{c} {kind}" for c, kind in scalar.items())}
-        reports.append(IndexReport(name, rows, True, time.perf_counter() - start, params))
-    with locked(root):
-        manifest = read_manifest(root)
-        indexes = manifest.setdefault("indexes", {})
-        for r in reports:
-            indexes[r.table] = {"rows": r.rows, "built": r.built, **r.params}
-        write_manifest(root, manifest)
-    return reports
-
-
-def write_duckdb_file(root: Path, statements: list[str]) -> Path | None:
-    """(Re)write ``beamscope.duckdb`` with ``statements`` (views whose paths are relative to the
-    warehouse, so open it from inside the directory: ``cd WAREHOUSE && duckdb beamscope.duckdb``).
-    Replaced atomically. None for an S3 warehouse: plain ``duckdb`` could not read it without httpfs."""
-    if is_remote(root):
-        return None
-    target = root / DUCKDB_FILE
-    with locked(root):  # one writer at a time, so the temporary files of killed ones can go
-        for orphan in root.glob(f".{DUCKDB_FILE}{TMP_MARK}*"):
-            orphan.unlink(missing_ok=True)
-        with atomic_path(target) as tmp:
-            tmp.unlink()
-            con = duckdb.connect(str(tmp))
-            try:
-                con.execute(f"SET file_search_path = '{str(root.resolve()).replace(chr(39), chr(39) * 2)}'")
-                for stmt in statements:
-                    con.execute(stmt)
-                con.execute("RESET file_search_path")
-            finally:
-                con.close()
-            with contextlib.suppress(FileNotFoundError):
-                Path(str(tmp) + ".wal").unlink()
-            tmp.touch(exist_ok=True)
-    return target
