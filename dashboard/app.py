@@ -7,6 +7,7 @@ from pathlib import Path
 import dash
 from dash import Dash, dcc, html
 
+from dashboard import ids
 from dashboard.state import set_warehouse
 from warehouse import Warehouse
 from warehouse.sandbox import SafeSQL
@@ -31,7 +32,7 @@ def create_app(
     ]
     app.layout = html.Div(
         [
-            html.Div([html.B("beamscope", className="brand"), *nav], className="nav", id="nav"),
+            html.Div([html.B("beamscope", className="brand"), *nav], className="nav", id=ids.NAV),
             dash.page_container,
         ],
         className="app",

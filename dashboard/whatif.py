@@ -20,9 +20,9 @@ from dash import Input, Output, State, callback, dcc, html
 from dashboard import figures, ids, queries, stages
 from dashboard.state import model_for, warehouse
 from pipeline.beam import DecodeConfig
-from pipeline.errors import Taxonomy
 from pipeline.models.protocol import AttentionEdit
 from pipeline.neighbours import training_states
+from pipeline.taxonomy import Taxonomy
 from pipeline.whatif import Intervention, WhatIfResult, redecode, save_run
 from schemas import BeamscopeError
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import Evidence
 from pipeline.neighbours import NO_LABEL, Kind, TrainingStates
+from pipeline.taxonomy import Evidence
 
 # the agreement columns of each table, and the bank its states are searched in
 AGREEMENT_COLUMNS: dict[str, tuple[Kind, tuple[str, ...]]] = {

@@ -17,9 +17,9 @@ from typing import Any
 
 from pipeline.beam import DecodeConfig
 from pipeline.corpus import Corpus
-from pipeline.errors import Taxonomy
 from pipeline.models import load_run_model, resolve_device
 from pipeline.perturb import KINDS, check_applies, task_of, variants
+from pipeline.taxonomy import Taxonomy
 from pipeline.trace import TraceConfig, TraceSummary, trace
 from pipeline.writer import RunWriter
 from schemas import ConfigError, WarehouseError

@@ -21,8 +21,3 @@ def rank_of(logprobs: Tensor, ids: Tensor) -> Tensor:
 def mean_attention(attn: Tensor) -> Tensor:
     """Mean over layers and heads: [..., layers, heads, src] -> [..., src]."""
     return attn.mean(dim=(-3, -2))
-
-
-def length_normalise(logprob: Tensor | float, length: Tensor | int, penalty: float) -> Tensor:
-    """The beam's ranking score: summed log-probability / length ** penalty."""
-    return torch.as_tensor(logprob) / torch.as_tensor(length, dtype=torch.float32) ** penalty

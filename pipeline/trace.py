@@ -29,7 +29,6 @@ from pipeline.batching import length_batches, pad
 from pipeline.beam import DecodeConfig, beam_search
 from pipeline.clusters import run_clusters
 from pipeline.corpus import Corpus, Example, read_corpus
-from pipeline.errors import Taxonomy
 from pipeline.forced import force_decode
 from pipeline.metrics import corpus_scores
 from pipeline.models import load_model, resolve_device
@@ -37,6 +36,7 @@ from pipeline.models.protocol import AttentionEdit, Encoded, Seq2SeqAdapter
 from pipeline.neighbours import TrainingStates, resolve_training_run, training_states
 from pipeline.ray_engine import Cluster, RayEngine, connect_cluster
 from pipeline.records import PartBuilder, Traced, vocabulary
+from pipeline.taxonomy import Taxonomy
 from pipeline.threads import default_threads, torch_threads
 from pipeline.words import shown_tokens, word_neighbours
 from pipeline.writer import RunWriter, run_row

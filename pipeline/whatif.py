@@ -23,11 +23,11 @@ import pyarrow as pa
 from pipeline.beam import DecodeConfig
 from pipeline.clusters import run_clusters
 from pipeline.corpus import Example
-from pipeline.errors import Taxonomy
 from pipeline.metrics import corpus_scores
 from pipeline.models.protocol import AttentionEdit, Seq2SeqAdapter
 from pipeline.neighbours import TrainingStates
 from pipeline.records import PartBuilder, vocabulary
+from pipeline.taxonomy import Taxonomy
 from pipeline.trace import trace_part
 from pipeline.writer import RunWriter, run_row
 from schemas import ConfigError

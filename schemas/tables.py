@@ -63,7 +63,7 @@ SENTENCES = pa.schema(
         pa.field("ter", pa.float32()),
         pa.field("blamed_stage", pa.string()),  # null when correct or without reference
         pa.field("error_tags", pa.list_(pa.string())),
-        pa.field("nn_encoder_agreement", pa.float32()),  # see pipeline/errors.py
+        pa.field("nn_encoder_agreement", pa.float32()),  # see pipeline/taxonomy.py
         pa.field("nn_decoder_agreement", pa.float32()),
         pa.field("nn_reference_agreement", pa.float32()),
         pa.field("n_beam_nodes", pa.int32(), nullable=False),

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+from schemas.buckets import SOURCE_LENGTH, TOKEN_FREQUENCY
 from schemas.stages import STAGE_SQL
 from warehouse.attribution import ATTENTION_ATTRIBUTION, ATTENTION_ATTRIBUTION_SUMMARY
 
@@ -74,18 +75,8 @@ GROUP BY ALL
 """
 
 
-def _bucketing(column: str, edges: list[tuple[int, str]], last: str, first_order: int) -> tuple[str, str]:
-    """SQL for a bucket's label and its sort order, both from one list of (upper edge, label)."""
-    label = " ".join(f"WHEN {column} < {edge} THEN '{name}'" for edge, name in edges)
-    order = " ".join(f"WHEN {column} < {edge} THEN {first_order + i}" for i, (edge, _) in enumerate(edges))
-    return f"CASE {label} ELSE '{last}' END", f"CASE {order} ELSE {first_order + len(edges)} END"
-
-
-# reference-token frequency in the training run (order 0 is the bucket '0': never seen there)
-_FREQ = _bucketing("f.f", [(10, "1-9"), (100, "10-99"), (1000, "100-999"), (10000, "1000-9999")], "10000+", 1)
-_LEN = _bucketing(
-    "src_len", [(10, "<10"), (20, "10-19"), (30, "20-29"), (40, "30-39"), (60, "40-59")], "60+", first_order=0
-)
+_FREQ = TOKEN_FREQUENCY.sql("f.f")
+_LEN = SOURCE_LENGTH.sql("src_len")
 
 # ``{run}`` is the run filter: ``true`` in the view, ``run_id = $run`` for one run (``mart_sql``), so
 # every scan is pruned to the run's files. Counts are taken as if every sentence had produced its

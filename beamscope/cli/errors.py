@@ -14,7 +14,7 @@ def add(sub: Subparsers) -> argparse.ArgumentParser:
         "report the error statistics of a run",
         "  beamscope errors --warehouse wh\n"
         "  beamscope errors --warehouse wh --run dates-transformer.dates-test-2000.test --format json\n"
-        "Stages and tags are defined in pipeline/errors.py (see README, 'Error taxonomy').\n",
+        "Stages and tags are defined in pipeline/taxonomy.py (see README, 'Error taxonomy').\n",
     )
     p.add_argument("--warehouse", required=True)
     p.add_argument("--run", default=None, help="run id (default: the newest run)")

@@ -10,6 +10,7 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 from dashboard import clusters, figures, ids, maps, queries
 from dashboard.components import card, run_picker, simple_table
 from dashboard.state import warehouse
+from schemas.buckets import SOURCE_LENGTH
 from warehouse import Warehouse
 from warehouse.compare import same_corpus_runs
 
@@ -102,16 +103,6 @@ def _explorer(run: str, **filters: object) -> str:
     return "/sentences?" + urlencode({"run": run, **{k: v for k, v in filters.items() if v is not None}})
 
 
-_LEN_BUCKETS = {
-    "<10": (0, 9),
-    "10-19": (10, 19),
-    "20-29": (20, 29),
-    "30-39": (30, 39),
-    "40-59": (40, 59),
-    "60+": (60, 10**9),
-}
-
-
 @callback(
     Output(ids.OVERVIEW_GO, "href"),
     Input(ids.OVERVIEW_RUN, "value"),
@@ -146,7 +137,7 @@ def navigate(picked, stage, tag, chrf, length, bucket, _conf, _worst, state, run
         lo, hi = length["points"][0]["customdata"]
         return _explorer(run, min_len=int(lo), max_len=int(hi) - 1)
     if trigger == ids.LEN_BUCKETS:
-        lo, hi = _LEN_BUCKETS[bucket["points"][0]["customdata"]]
+        lo, hi = SOURCE_LENGTH.ranges()[bucket["points"][0]["customdata"]]
         return _explorer(run, min_len=lo, max_len=hi)
     if isinstance(trigger, dict) and trigger["table"] == ids.CONFUSIONS:
         row = queries.confusions(warehouse(), run).row(trigger["row"], named=True)

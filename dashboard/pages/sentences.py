@@ -14,24 +14,12 @@ from dashboard import ids, queries
 from dashboard.components import run_picker
 from dashboard.state import sandbox, warehouse
 from schemas import BeamscopeError
-from schemas.stages import SENTENCE_STAGES
+from schemas.stages import SENTENCE_STAGES, TAGS
 from warehouse import Warehouse
 from warehouse.compare import OUTCOME_LABELS, OUTCOMES, PairError, check_pair
 
 dash.register_page(__name__, path="/sentences", name="Sentences", order=1)
 
-TAGS = [
-    "under_translation",
-    "over_translation",
-    "too_short",
-    "too_long",
-    "truncated",
-    "unknown_tokens",
-    "diffuse_attention",
-    "covered_attention",
-    "ref_in_topk",
-    "ref_outside_topk",
-]
 COLUMNS = [
     {"field": "sent_id", "width": 90},
     {"field": "stage", "width": 110},
@@ -89,7 +77,7 @@ def layout(run: str | None = None, **args: str) -> html.Div:
             html.Div(
                 [html.Label("stage"), dcc.Dropdown(list(SENTENCE_STAGES), f.stage, id=ids.FILTER_STAGE)]
             ),
-            html.Div([html.Label("tag"), dcc.Dropdown(TAGS, f.tag, id=ids.FILTER_TAG)]),
+            html.Div([html.Label("tag"), dcc.Dropdown(list(TAGS), f.tag, id=ids.FILTER_TAG)]),
             html.Div(
                 [
                     html.Label("chrF"),

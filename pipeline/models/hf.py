@@ -12,7 +12,6 @@ scores of ``model.generate(num_beams=k, do_sample=False)``.
 from __future__ import annotations
 
 import copy
-import inspect
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 from transformers.modeling_outputs import BaseModelOutput
 
 from pipeline.models.builtin import file_hash
+from pipeline.models.hf_compat import cache_keyword, check_version, logits_processors
 from pipeline.models.protocol import AttentionEdit, Encoded, ForcedOutput, StepOutput
 from schemas import CheckpointError, ConfigError
 
@@ -72,8 +72,7 @@ class HFModel:
         self.hash = ""
         self._processors: dict[int, Any] = {}
         self._banned = _static_bans(gen, self.eos_id)
-        params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"  # transformers 5 / 4
+        self._cache_kw = cache_keyword(model)
 
     @property
     def device(self) -> torch.device:
@@ -200,8 +199,7 @@ def build_processors(model: Any, max_len: int | None) -> Any:
     gen.max_length = (max_len if max_len is not None else 10**9) + 1  # + the decoder start token
     if gen.min_new_tokens is not None:
         gen.min_length = gen.min_new_tokens + 1
-    model._prepare_special_tokens(gen, True, device=model.device)
-    return model._get_logits_processor(generation_config=gen, input_ids_seq_length=1, device=model.device)
+    return logits_processors(model, gen)
 
 
 def load_hf(path: Path, device: torch.device) -> HFModel:
@@ -212,6 +210,7 @@ def load_hf(path: Path, device: torch.device) -> HFModel:
         raise CheckpointError(f"incomplete Hugging Face model: no weights ({expected})", path=str(path))
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         raise CheckpointError("incomplete Hugging Face model: no tokenizer files", path=str(path))
+    check_version()
     try:
         with _quiet():
             config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)

@@ -333,3 +333,12 @@ def test_attribution_is_complete_and_equals_captum(models, name, n_steps, rel) -
     assert_complete(model, items, n_steps, rel)
     for method in ("ig", "grad_x_input"):
         assert assert_equals_captum(model, items, method, check=2) >= 2
+
+
+@pytest.mark.parametrize("version", ["4.57.1", "6.0.0"])
+def test_transformers_outside_the_tested_range_is_refused(version) -> None:
+    from pipeline.models.hf_compat import check_version
+
+    check_version()  # the installed one is inside
+    with pytest.raises(ConfigError, match=rf"transformers {version} is not supported .*>=5\.24, <6\.0"):
+        check_version(version)

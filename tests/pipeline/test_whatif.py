@@ -95,8 +95,8 @@ def test_redecoding_unchanged_reproduces_the_traced_sentence(tiny, train_warehou
     blamed stage and the same neighbour agreement as the trace wrote."""
     import json
 
-    from pipeline.errors import Taxonomy
     from pipeline.neighbours import training_states
+    from pipeline.taxonomy import Taxonomy
 
     training = training_states(train_warehouse_dir, "train", build=False)
     with open_warehouse(train_warehouse_dir) as wh:

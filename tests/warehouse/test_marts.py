@@ -3,6 +3,7 @@
 import polars as pl
 import pytest
 
+from schemas.buckets import SOURCE_LENGTH, TOKEN_FREQUENCY
 from schemas.stages import SENTENCE_STAGES
 from tests.helpers import run_cli
 from warehouse import open_warehouse
@@ -153,19 +154,11 @@ def test_compare_refuses_different_corpora(tiny_dir, tmp_path) -> None:
 
 
 def _length_bucket(n: int) -> str:
-    for edge, name in ((10, "<10"), (20, "10-19"), (30, "20-29"), (40, "30-39"), (60, "40-59")):
-        if n < edge:
-            return name
-    return "60+"
+    return SOURCE_LENGTH.label(n)
 
 
 def _freq_bucket(f: int | None) -> str:
-    if f is None:
-        return "0"
-    for edge, name in ((10, "1-9"), (100, "10-99"), (1000, "100-999"), (10000, "1000-9999")):
-        if f < edge:
-            return name
-    return "10000+"
+    return "0" if f is None else TOKEN_FREQUENCY.label(f)
 
 
 def _bucket_accuracy_by_hand(root, run: str, train_run: str) -> pl.DataFrame:

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from schemas.stages import Stage, Tag
+
 
 @dataclass(frozen=True)
 class Taxonomy:
@@ -73,8 +75,8 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Verdict:
-    stage: str
-    tags: tuple[str, ...]
+    stage: Stage
+    tags: tuple[Tag, ...]
 
 
 def _norm_entropy(w: np.ndarray) -> float:
@@ -84,24 +86,24 @@ def _norm_entropy(w: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum() / math.log(len(w)))
 
 
-def _attention_tags(ev: Evidence, tax: Taxonomy) -> list[str]:
+def _attention_tags(ev: Evidence, tax: Taxonomy) -> list[Tag]:
     t = min(ev.diverge, len(ev.hyp_attention) - 1, len(ev.ref_attention) - 1)
     if t < 0:
         return []
     row = ev.ref_attention[t]  # same prefix up to t*: the reference decoding saw the same state
     tags = []
     if _norm_entropy(row) >= tax.attn_entropy:
-        tags.append("diffuse_attention")
+        tags.append(Tag.DIFFUSE_ATTENTION)
     if ev.ref_attention[:t, int(row.argmax())].sum() >= tax.coverage:
-        tags.append("covered_attention")
+        tags.append(Tag.COVERED_ATTENTION)
     return tags
 
 
-def _coverage_tags(ev: Evidence, tax: Taxonomy) -> list[str]:
+def _coverage_tags(ev: Evidence, tax: Taxonomy) -> list[Tag]:
     tags = []
     hyp_cov, ref_cov = ev.hyp_attention.sum(0), ev.ref_attention.sum(0)
     if ((ref_cov >= tax.coverage) & (hyp_cov < tax.coverage)).any():
-        tags.append("under_translation")
+        tags.append(Tag.UNDER_TRANSLATION)
     bigrams = lambda ids: Counter(zip(ids, ids[1:], strict=False))  # noqa: E731
     hyp_bi, ref_bi = bigrams(list(ev.hyp_ids)), bigrams(list(ev.ref_ids))
     repeated = any(n >= 2 and n > ref_bi.get(g, 0) for g, n in hyp_bi.items())
@@ -109,19 +111,19 @@ def _coverage_tags(ev: Evidence, tax: Taxonomy) -> list[str]:
     ref_focus = Counter(ev.ref_attention.argmax(-1).tolist())
     returns = any(n >= 2 and n > ref_focus.get(pos, 0) for pos, n in hyp_focus.items())
     if repeated or returns:
-        tags.append("over_translation")
+        tags.append(Tag.OVER_TRANSLATION)
     return tags
 
 
-def _length_tags(ev: Evidence, tax: Taxonomy) -> list[str]:
+def _length_tags(ev: Evidence, tax: Taxonomy) -> list[Tag]:
     tags = []
     ref_len, hyp_len = len(ev.ref_ids), len(ev.hyp_ids)
     if hyp_len < (1 - tax.length_ratio) * ref_len:
-        tags.append("too_short")
+        tags.append(Tag.TOO_SHORT)
     elif hyp_len > (1 + tax.length_ratio) * ref_len:
-        tags.append("too_long")
+        tags.append(Tag.TOO_LONG)
     if not ev.ended:
-        tags.append("truncated")
+        tags.append(Tag.TRUNCATED)
     return tags
 
 
@@ -130,17 +132,19 @@ def classify(ev: Evidence, tax: Taxonomy, unk_id: int | None) -> Verdict:
     attention = _attention_tags(ev, tax)
     tags = [*attention, *_coverage_tags(ev, tax), *_length_tags(ev, tax)]
     if ev.has_unknown or (unk_id is not None and unk_id in ev.hyp_ids):
-        tags.append("unknown_tokens")
+        tags.append(Tag.UNKNOWN_TOKENS)
     ref_token = ev.ref_ids[ev.diverge] if ev.diverge < len(ev.ref_ids) else None
-    tags.append("ref_in_topk" if ref_token is not None and ref_token in ev.topk_at else "ref_outside_topk")
+    tags.append(
+        Tag.REF_IN_TOPK if ref_token is not None and ref_token in ev.topk_at else Tag.REF_OUTSIDE_TOPK
+    )
     if ev.search_error:
-        stage = "search"
+        stage = Stage.SEARCH
     elif ev.encoder_agreement is not None and ev.encoder_agreement < tax.agreement:
-        stage = "encoder"
+        stage = Stage.ENCODER
     elif ev.decoder_agreement is not None and ev.decoder_agreement >= tax.agreement:
-        stage = "decoder"
+        stage = Stage.DECODER
     elif attention:
-        stage = "attention"
+        stage = Stage.ATTENTION
     else:
-        stage = "prediction"
+        stage = Stage.PREDICTION
     return Verdict(stage, tuple(tags))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline.errors import Evidence, Taxonomy, classify
+from pipeline.taxonomy import Evidence, Taxonomy, classify
 
 TAX = Taxonomy()
 PEAKED = np.array(
