@@ -28,7 +28,7 @@ from pipeline.neighbours import KINDS, bank_info
 from pipeline.perturb_run import PerturbConfig, perturb_run
 from pipeline.trace import TraceConfig, trace
 from pipeline.train import TrainConfig, train
-from pipeline.writer import build_indexes
+from pipeline.writer.indexes import build_indexes
 from schemas import CheckpointError
 from warehouse import open_warehouse, write_duckdb_file
 from warehouse.perturbations import format_summary, perturbation_summary

@@ -59,7 +59,8 @@ from bench.common import CACHE, dates_model, traced_once
 from pipeline.beam import DecodeConfig
 from pipeline.models import load_model, resolve_device
 from pipeline.neighbours import Bank, BankInfo, build_bank, open_bank
-from pipeline.writer import build_indexes, write_manifest
+from pipeline.writer.files import write_manifest
+from pipeline.writer.indexes import build_indexes
 from schemas.layout import banks_dir, new_manifest, open_vectors, vector_table, vectors_dir
 from warehouse.states import REFINE
 from warehouse.vectors import fetch

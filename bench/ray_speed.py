@@ -33,7 +33,7 @@ from pipeline.beam import DecodeConfig
 from pipeline.models import resolve_device
 from pipeline.ray_engine import RayEngine
 from pipeline.trace import TraceConfig, trace
-from pipeline.writer import RunWriter
+from pipeline.writer.run import RunWriter
 
 SENTENCES = 20_000
 DECODING = DecodeConfig(beam=5, max_len=20)

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench.common import CACHE, dates_model
-from pipeline.writer import write_manifest
+from pipeline.writer.files import write_manifest
 from schemas import PART_TABLES, TABLES
 from schemas.layout import part_path, read_manifest, run_dir
 from schemas.tables import RUN_TABLES

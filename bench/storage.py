@@ -20,7 +20,7 @@ from bench.common import dates_model
 from pipeline.beam import DecodeConfig
 from pipeline.models import resolve_device
 from pipeline.trace import TraceConfig, trace
-from pipeline.writer import build_indexes
+from pipeline.writer.indexes import build_indexes
 
 CORPORA = ("task:dates:train:5000", "task:dates:test:1000")
 DECODING = DecodeConfig(beam=5, max_len=20)

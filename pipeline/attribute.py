@@ -22,7 +22,7 @@ from tqdm import tqdm
 from pipeline.attribution import Method, Produced, attribute
 from pipeline.models import load_run_model, resolve_device
 from pipeline.threads import torch_threads
-from pipeline.writer import RunWriter
+from pipeline.writer.run import RunWriter
 from schemas import ConfigError, WarehouseError
 from schemas.layout import read_manifest, warehouse_root
 from schemas.tables import ATTRIBUTION_TABLES

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from pipeline.writer import RunWriter
+from pipeline.writer.run import RunWriter
 from schemas import TABLES
 
 CLUSTER_TABLES = ("state_clusters", "state_cluster_members")

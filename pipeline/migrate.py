@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.clusters import CLUSTER_TABLES, run_clusters
-from pipeline.writer import RunWriter, locked, remove_orphan_temps, write_manifest, write_parquet
+from pipeline.writer.files import locked, remove_orphan_temps, write_manifest, write_parquet
+from pipeline.writer.run import RunWriter
 from schemas import SCHEMA_VERSION, TABLES, SchemaVersionError, WarehouseError
 from schemas.layout import (
     crash_point,

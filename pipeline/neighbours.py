@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.writer import save_bank
+from pipeline.writer.indexes import save_bank
 from schemas import WarehouseError
 from schemas.layout import (
     MANIFEST,

@@ -21,7 +21,7 @@ from pipeline.models import load_run_model, resolve_device
 from pipeline.perturb import KINDS, check_applies, task_of, variants
 from pipeline.taxonomy import Taxonomy
 from pipeline.trace import TraceConfig, TraceSummary, trace
-from pipeline.writer import RunWriter
+from pipeline.writer.run import RunWriter
 from schemas import ConfigError, WarehouseError
 from schemas.layout import read_manifest, warehouse_root
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from pipeline.trace import TracePlan
-    from pipeline.writer import RunWriter
+    from pipeline.writer.run import RunWriter
 
 MAX_RETRIES = 3  # restarts of a dead worker, and retries of the part it held
 CONNECT_TIMEOUT_S = 5.0
@@ -150,7 +150,7 @@ class PartTracer:
 
         from pipeline.models import load_model, resolve_device
         from pipeline.neighbours import training_states
-        from pipeline.writer import RunWriter
+        from pipeline.writer.run import RunWriter
 
         torch.set_num_threads(threads)
         cfg = plan.cfg

@@ -39,7 +39,7 @@ from pipeline.records import PartBuilder, Traced, vocabulary
 from pipeline.taxonomy import Taxonomy
 from pipeline.threads import default_threads, torch_threads
 from pipeline.words import shown_tokens, word_neighbours
-from pipeline.writer import RunWriter, run_row
+from pipeline.writer.run import RunWriter, run_row
 from schemas import ConfigError
 from schemas.layout import crash_point, warehouse_root
 from schemas.tables import VECTOR_DTYPES

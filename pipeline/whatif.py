@@ -29,7 +29,7 @@ from pipeline.neighbours import TrainingStates
 from pipeline.records import PartBuilder, vocabulary
 from pipeline.taxonomy import Taxonomy
 from pipeline.trace import trace_part
-from pipeline.writer import RunWriter, run_row
+from pipeline.writer.run import RunWriter, run_row
 from schemas import ConfigError
 
 SPLIT = "what-if"

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from pipeline.models.protocol import Seq2SeqAdapter
-from pipeline.writer import RunWriter
+from pipeline.writer.run import RunWriter
 from schemas import TABLES
 
 K = 10

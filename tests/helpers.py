@@ -1,7 +1,10 @@
-"""Running the real ``beamscope`` command in a subprocess."""
+"""Running the ``beamscope`` command: in this process (its own ``main``, output captured), or in
+a subprocess through the installed entry point where a test needs a process of its own."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +12,21 @@ from pathlib import Path
 BEAMSCOPE = str(Path(sys.executable).parent / "beamscope")
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BEAMSCOPE, *args], capture_output=True, text=True, timeout=timeout)
+def run_cli(*args: str, timeout: float = 300, isolated: bool = False) -> subprocess.CompletedProcess[str]:
+    """``beamscope ARGS``: by default in this process (``beamscope.cli.main``, the same code path
+    and error handling, without an interpreter start and imports per call); ``isolated`` runs the
+    installed command in a subprocess (a process to kill, its own environment or Ray driver)."""
+    if isolated:
+        return subprocess.run([BEAMSCOPE, *args], capture_output=True, text=True, timeout=timeout)
+    from beamscope.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse: --help, --version, usage errors
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    return subprocess.CompletedProcess([BEAMSCOPE, *args], code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:

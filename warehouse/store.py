@@ -183,12 +183,12 @@ def open_warehouse(root: str | Path) -> Warehouse:
 
 def write_duckdb_file(root: str | Path) -> Path | None:
     """(Re)write ``beamscope.duckdb`` with the views and marts, for plain ``duckdb`` users (paths
-    relative to the warehouse; none for an S3 warehouse): see ``pipeline.writer.write_duckdb_file``."""
-    from pipeline import writer  # only here: readers need none of the writer's libraries
+    relative to the warehouse; none for an S3 warehouse): see ``pipeline.writer.files.write_duckdb_file``."""
+    from pipeline.writer import files  # only here: readers need none of the writer's libraries
 
     root = warehouse_root(root)
     statements = view_statements(root, relative=True) + mart_statements()
     try:
-        return writer.write_duckdb_file(root, statements)
+        return files.write_duckdb_file(root, statements)
     except duckdb.Error as e:
         raise damaged_part_error(e) or e from None

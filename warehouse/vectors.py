@@ -3,7 +3,7 @@
 LanceDB stores the states; the nearest-state search is the neighbour engine's
 (``pipeline.neighbours``: a faiss bank per training run), so no LanceDB vector index is built.
 Look-ups by key (``fetch``: a sentence's states, a neighbour's row) are fast once the scalar
-indexes are built (``pipeline.writer.build_indexes``, run by ``beamscope index``).
+indexes are built (``pipeline.writer.indexes.build_indexes``, run by ``beamscope index``).
 """
 
 from __future__ import annotations

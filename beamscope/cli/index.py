@@ -25,7 +25,7 @@ def add(sub: Subparsers) -> argparse.ArgumentParser:
 
 def run(a: argparse.Namespace) -> int:
     from pipeline.neighbours import KINDS, build_bank
-    from pipeline.writer import DEFAULT_MIN_ROWS, build_indexes
+    from pipeline.writer.indexes import DEFAULT_MIN_ROWS, build_indexes
     from schemas.layout import warehouse_root
     from warehouse import open_warehouse
 

@@ -52,7 +52,7 @@ def run(a: argparse.Namespace) -> int:
     import duckdb
     import polars as pl
 
-    from pipeline.writer import atomic_path
+    from pipeline.writer.files import atomic_path
     from warehouse.sandbox import SafeSQL
     from warehouse.views import damaged_part_error
 

@@ -20,7 +20,7 @@ def test_every_verb_has_help_with_examples(verb) -> None:
 
 
 def test_version_is_the_installed_distributions() -> None:
-    proc = run_cli("--version")
+    proc = run_cli("--version", isolated=True)  # the installed entry point
     assert proc.returncode == 0 and proc.stdout == f"beamscope {version('beamscope')}\n"
 
 

@@ -16,7 +16,7 @@ from pipeline.clusters import (
     rank_clusters,
     run_clusters,
 )
-from pipeline.writer import RunWriter
+from pipeline.writer.run import RunWriter
 from schemas import TABLES
 from warehouse import open_warehouse
 

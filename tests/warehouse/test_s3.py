@@ -19,7 +19,7 @@ from tests.reliability.harness import compare_runs
 
 REMOTE = "s3://beamscope/wh"
 RUNS = (("train", "task:dates:train:60"), ("test", "task:dates:test:48"))
-COMMON = ["--part-size", "20", "--beam", "2", "--topk", "4", "--max-len", "14", "--threads", "1"]
+COMMON = ["--part-size", "30", "--beam", "2", "--topk", "4", "--max-len", "14", "--threads", "1"]
 COMMON += ["--device", "cpu", "--agreement", "all"]
 
 

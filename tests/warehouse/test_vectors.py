@@ -7,7 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.writer import build_indexes, write_manifest
+from pipeline.writer.files import write_manifest
+from pipeline.writer.indexes import build_indexes
 from schemas import decoder_states_schema
 from schemas.layout import new_manifest, read_manifest, vector_table, vectors_dir
 from warehouse.vectors import fetch
