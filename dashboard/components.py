@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 from dash import dcc, html
+
+
+def labelled(label: str, control: Any, **style: str) -> html.Div:
+    """A control with its label above it (``style``: the pair's CSS, e.g. ``minWidth``)."""
+    return html.Div([html.Label(label), control], style=style or None)
 
 
 def card(label: str, value: str) -> html.Div:

@@ -18,6 +18,7 @@ import dash
 from dash import Input, Output, State, callback, dcc, html
 
 from dashboard import figures, ids, queries, stages
+from dashboard.components import labelled
 from dashboard.state import model_for, warehouse
 from pipeline.beam import DecodeConfig
 from pipeline.models.protocol import AttentionEdit
@@ -32,68 +33,11 @@ _RANK = re.compile(r"^#(\d+)$")
 
 def section(view: queries.SentenceView) -> html.Div:
     """The what-if controls, prefilled from the sentence."""
-    src = view.source_tokens["token"].to_list()
-    hyp = view.target_steps["token"].to_list()
-    steps = [{"label": f"{t}: {tok}", "value": t} for t, tok in enumerate(hyp)]
-    positions = [{"label": f"{i}: {tok}", "value": i} for i, tok in enumerate(src)]
     return html.Div(
         [
             html.H4("What if? Re-decode with the run's model (click a top-k alternative to force it)"),
-            html.Div(
-                [
-                    html.Div(
-                        [
-                            html.Label("source"),
-                            dcc.Input(
-                                id=ids.WHATIF_SOURCE,
-                                value=view.sentence["source"],
-                                type="text",
-                                debounce=False,
-                                style={"width": "420px"},
-                            ),
-                        ]
-                    ),
-                    html.Button("Re-decode", id=ids.WHATIF_RUN),
-                    html.Div(
-                        [
-                            html.Label("force the output to start with"),
-                            dcc.Input(id=ids.WHATIF_PREFIX, type="text", placeholder="a target prefix"),
-                        ]
-                    ),
-                    html.Button("Force prefix", id=ids.WHATIF_FORCE),
-                ],
-                className="filters",
-            ),
-            html.Div(
-                [
-                    html.Div(
-                        [
-                            html.Label("attention of step"),
-                            dcc.Dropdown(steps, None, id=ids.WHATIF_STEP, clearable=False),
-                        ]
-                    ),
-                    html.Div(
-                        [
-                            html.Label("on source tokens"),
-                            dcc.Dropdown(positions, [], id=ids.WHATIF_POS, multi=True),
-                        ],
-                        style={"minWidth": "260px"},
-                    ),
-                    dcc.RadioItems(
-                        [
-                            {"label": "set (attend only there)", "value": "set"},
-                            {"label": "scale by", "value": "scale"},
-                        ],
-                        "set",
-                        id=ids.WHATIF_MODE,
-                    ),
-                    dcc.Input(
-                        id=ids.WHATIF_FACTOR, type="number", value=0.0, step=0.1, style={"width": "70px"}
-                    ),
-                    html.Button("Edit attention", id=ids.WHATIF_EDIT),
-                ],
-                className="filters",
-            ),
+            _source_controls(view.sentence["source"]),
+            _attention_controls(view),
             dcc.Store(id=ids.WHATIF_STORE),
             dcc.Loading(html.Div(id=ids.WHATIF_RESULT)),
             html.Div(
@@ -104,6 +48,50 @@ def section(view: queries.SentenceView) -> html.Div:
                 className="filters",
             ),
         ]
+    )
+
+
+def _source_controls(source: str) -> html.Div:
+    """Edit the source, or force the output's first tokens."""
+    return html.Div(
+        [
+            labelled(
+                "source",
+                dcc.Input(
+                    id=ids.WHATIF_SOURCE, value=source, type="text", debounce=False, style={"width": "420px"}
+                ),
+            ),
+            html.Button("Re-decode", id=ids.WHATIF_RUN),
+            labelled(
+                "force the output to start with",
+                dcc.Input(id=ids.WHATIF_PREFIX, type="text", placeholder="a target prefix"),
+            ),
+            html.Button("Force prefix", id=ids.WHATIF_FORCE),
+        ],
+        className="filters",
+    )
+
+
+def _attention_controls(view: queries.SentenceView) -> html.Div:
+    """Edit the cross-attention of one output step (all layers and heads)."""
+    src = view.source_tokens["token"].to_list()
+    hyp = view.target_steps["token"].to_list()
+    steps = [{"label": f"{t}: {tok}", "value": t} for t, tok in enumerate(hyp)]
+    positions = [{"label": f"{i}: {tok}", "value": i} for i, tok in enumerate(src)]
+    modes = [{"label": "set (attend only there)", "value": "set"}, {"label": "scale by", "value": "scale"}]
+    return html.Div(
+        [
+            labelled("attention of step", dcc.Dropdown(steps, None, id=ids.WHATIF_STEP, clearable=False)),
+            labelled(
+                "on source tokens",
+                dcc.Dropdown(positions, [], id=ids.WHATIF_POS, multi=True),
+                minWidth="260px",
+            ),
+            dcc.RadioItems(modes, "set", id=ids.WHATIF_MODE),
+            dcc.Input(id=ids.WHATIF_FACTOR, type="number", value=0.0, step=0.1, style={"width": "70px"}),
+            html.Button("Edit attention", id=ids.WHATIF_EDIT),
+        ],
+        className="filters",
     )
 
 

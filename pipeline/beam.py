@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.models.protocol import AttentionEdit, Encoded, Seq2SeqAdapter
+from pipeline.models.protocol import AttentionEdit, Encoded, Seq2SeqAdapter, StepOutput
 from pipeline.stepstats import entropy, mean_attention
 from schemas import ConfigError
 
@@ -102,6 +102,67 @@ def _gather(t: Tensor, idx: Tensor) -> Tensor:
     return torch.take_along_dim(t, idx, dim=1)
 
 
+@dataclass
+class _Finished:
+    """The k best finished hypotheses of each sentence so far ([batch, k] each)."""
+
+    seqs: Tensor  # [batch, k, max_len]
+    scores: Tensor  # length-normalised
+    logprob: Tensor
+    length: Tensor
+    flag: Tensor  # a real finished hypothesis (not an empty slot)
+
+    @classmethod
+    def empty(cls, b: int, k: int, max_len: int, pad_id: int, dev: torch.device) -> _Finished:
+        return cls(
+            seqs=torch.full((b, k, max_len), pad_id, dtype=torch.long, device=dev),
+            scores=torch.full((b, k), NEG, device=dev),
+            logprob=torch.zeros(b, k, device=dev),
+            length=torch.zeros(b, k, dtype=torch.long, device=dev),
+            flag=torch.zeros(b, k, dtype=torch.bool, device=dev),
+        )
+
+    def merge(self, norm: Tensor, seqs: Tensor, scores: Tensor, just: Tensor, t: int) -> Tensor:
+        """Let the candidates that end at step ``t`` (``norm``: their normalised scores, NEG for
+        the others) compete for the k slots; returns which of slots + candidates were picked."""
+        merged = torch.cat([self.scores, norm], dim=1)
+        pick = torch.topk(merged, self.scores.shape[1], dim=1).indices
+        self.scores = _gather(merged, pick)
+        self.seqs = _gather(torch.cat([self.seqs, seqs], dim=1), pick)
+        self.logprob = _gather(torch.cat([self.logprob, scores], dim=1), pick)
+        self.length = _gather(
+            torch.cat([self.length, torch.full_like(just, t + 1, dtype=torch.long)], 1), pick
+        )
+        self.flag = _gather(torch.cat([self.flag, just], dim=1), pick)
+        return pick
+
+    def best(self, eos_id: int) -> list[Decoded]:
+        """Each sentence's best finished hypothesis (end of sentence stripped)."""
+        ids, lens = self.seqs[:, 0].tolist(), self.length[:, 0].tolist()
+        results = []
+        for i, (row, n) in enumerate(zip(ids, lens, strict=True)):
+            seq = row[:n]
+            ended = bool(seq) and seq[-1] == eos_id
+            results.append(
+                Decoded(
+                    ids=seq[:-1] if ended else seq,
+                    ended=ended,
+                    logprob=float(self.logprob[i, 0]),
+                    score=float(self.scores[i, 0]),
+                )
+            )
+        return results
+
+
+def _step_logprobs(
+    model: Seq2SeqAdapter, out: StepOutput, prefix: Tensor, t: int, cfg: DecodeConfig, forced: Tensor | None
+) -> Tensor:
+    """The step's log-probabilities under the model's own rules (and a forced prefix's token)."""
+    logprobs = torch.log_softmax(out.logits.float(), dim=-1)
+    logprobs = model.adjust_logprobs(logprobs, t, prefix=prefix, max_len=cfg.max_len)
+    return _force(logprobs, forced[:, t]) if forced is not None else logprobs
+
+
 def beam_search(
     model: Seq2SeqAdapter,
     enc: Encoded,
@@ -111,12 +172,15 @@ def beam_search(
     prefixes: Sequence[Sequence[int]] | None = None,
     edit: AttentionEdit | None = None,
 ) -> list[Decoded]:
-    """Decode every sentence of ``enc``; ``prefixes`` force the first tokens of each output."""
+    """Decode every sentence of ``enc``; ``prefixes`` force the first tokens of each output.
+
+    Each step ranks 2k candidates per sentence: the k best that do not end run on; those among
+    the first k that end compete with the finished hypotheses (``_Finished``), as ``generate`` does.
+    """
     b, k, v = enc.states.shape[0], cfg.beam, model.vocab_size
     dev = enc.states.device
-    n_cand = 2 * k
     rows = torch.arange(b, device=dev)[:, None] * k
-    top_mask = torch.arange(n_cand, device=dev) < k
+    top_mask = torch.arange(2 * k, device=dev) < k
     forced = _prefix_tensor(prefixes, b, k, cfg.max_len, dev)
 
     tokens = torch.full((b * k,), model.bos_id, dtype=torch.long, device=dev)
@@ -124,11 +188,7 @@ def beam_search(
     run_scores = torch.zeros(b, k, device=dev)
     run_scores[:, 1:] = NEG
     run_seqs = torch.full((b, k, cfg.max_len), model.pad_id, dtype=torch.long, device=dev)
-    fin_seqs = run_seqs.clone()
-    fin_scores = torch.full((b, k), NEG, device=dev)
-    fin_logprob = torch.zeros(b, k, device=dev)
-    fin_len = torch.zeros(b, k, dtype=torch.long, device=dev)
-    fin_flag = torch.zeros(b, k, dtype=torch.bool, device=dev)
+    fin = _Finished.empty(b, k, cfg.max_len, model.pad_id, dev)
     active = torch.ones(b, dtype=torch.bool, device=dev)
     cache = model.start(enc, k)
     rec = _Recorder(b, k, cfg, model.bos_id) if trace else None
@@ -136,16 +196,12 @@ def beam_search(
     for t in range(cfg.max_len):
         out = model.step(enc, tokens, cache, edit if edit is not None and edit.step == t else None)
         prefix = torch.cat([start, run_seqs[:, :, :t].reshape(b * k, t)], dim=1)  # [rows, t + 1]
-        logprobs = torch.log_softmax(out.logits.float(), dim=-1)
-        logprobs = model.adjust_logprobs(logprobs, t, prefix=prefix, max_len=cfg.max_len)
-        if forced is not None:
-            logprobs = _force(logprobs, forced[:, t])
+        logprobs = _step_logprobs(model, out, prefix, t, cfg, forced)
         if rec is not None:
             rec.step(logprobs, out.cross_attention, out.state)
         acc = (logprobs.view(b, k, v) + run_scores[:, :, None]).view(b, k * v)
-        cand_scores, cand_idx = torch.topk(acc, n_cand, dim=1)
+        cand_scores, cand_idx = torch.topk(acc, 2 * k, dim=1)
         cand_beam, cand_tok = cand_idx // v, cand_idx % v
-        cand_lp = logprobs.view(b, k * v).gather(1, cand_idx)
         cand_seqs = _gather(run_seqs, cand_beam)
         cand_seqs[:, :, t] = cand_tok
         ends = (cand_tok == model.eos_id) | (t + 1 == cfg.max_len)
@@ -153,50 +209,29 @@ def beam_search(
         # the k best continuations that do not end run on
         running = cand_scores + ends.float() * NEG
         keep = torch.topk(running, k, dim=1).indices
-        run_scores = _gather(running, keep)
-        run_seqs = _gather(cand_seqs, keep)
+        run_scores, run_seqs = _gather(running, keep), _gather(cand_seqs, keep)
 
         # the ending ones among the first k compete for the finished slots
         just = ends & top_mask[None, :]
         norm = cand_scores / float(t + 1) ** cfg.length_penalty
         norm = norm + (~just).float() * NEG + (~active)[:, None].float() * NEG
         if cfg.early_stopping is True:
-            norm = norm + fin_flag.all(1, keepdim=True).float() * NEG
-        merged = torch.cat([fin_scores, norm], dim=1)
-        pick = torch.topk(merged, k, dim=1).indices
-        fin_scores = _gather(merged, pick)
-        fin_seqs = _gather(torch.cat([fin_seqs, cand_seqs], dim=1), pick)
-        fin_logprob = _gather(torch.cat([fin_logprob, cand_scores], dim=1), pick)
-        new_len = torch.full_like(cand_tok, t + 1)
-        fin_len = _gather(torch.cat([fin_len, new_len], dim=1), pick)
-        fin_flag = _gather(torch.cat([fin_flag, just], dim=1), pick)
+            norm = norm + fin.flag.all(1, keepdim=True).float() * NEG
+        pick = fin.merge(norm, cand_seqs, cand_scores, just, t)
 
         if rec is not None:
+            cand_lp = logprobs.view(b, k * v).gather(1, cand_idx)
             rec.candidates(active, cand_beam, cand_tok, cand_lp, cand_scores, keep, ends, norm, pick)
-        src_rows = (rows + _gather(cand_beam, keep)).flatten()
         tokens = _gather(cand_tok, keep).flatten()
-        cache = model.reorder(out.cache, src_rows)
+        cache = model.reorder(out.cache, (rows + _gather(cand_beam, keep)).flatten())
 
-        active = active & _can_improve(run_scores, fin_scores, fin_flag, t + 1, cfg)
+        active = active & _can_improve(run_scores, fin.scores, fin.flag, t + 1, cfg)
         if t + 1 == cfg.max_len or not bool(active.any()):
             break
-        if cfg.early_stopping is True and bool(fin_flag.all()):
+        if cfg.early_stopping is True and bool(fin.flag.all()):
             break
 
-    ids = fin_seqs[:, 0].tolist()
-    lens = fin_len[:, 0].tolist()
-    results = []
-    for i in range(b):
-        seq = ids[i][: lens[i]]
-        ended = bool(seq) and seq[-1] == model.eos_id
-        results.append(
-            Decoded(
-                ids=seq[:-1] if ended else seq,
-                ended=ended,
-                logprob=float(fin_logprob[i, 0]),
-                score=float(fin_scores[i, 0]),
-            )
-        )
+    results = fin.best(model.eos_id)
     if rec is not None:
         rec.finish(results)
     return results

@@ -11,7 +11,7 @@ import dash_ag_grid as dag
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import ids, queries
-from dashboard.components import run_picker
+from dashboard.components import labelled, run_picker
 from dashboard.state import sandbox, warehouse
 from schemas import BeamscopeError
 from schemas.stages import SENTENCE_STAGES, TAGS
@@ -65,94 +65,81 @@ def parse_filters(args: dict[str, str]) -> queries.Filters:
     )
 
 
+def _controls(f: queries.Filters) -> html.Div:
+    """The explorer's filter controls, set to ``f``."""
+    chrf = [f.min_chrf if f.min_chrf is not None else 0, f.max_chrf if f.max_chrf is not None else 100]
+    search = None if f.search_error is None else str(f.search_error).lower()
+    return html.Div(
+        [
+            labelled("stage", dcc.Dropdown(list(SENTENCE_STAGES), f.stage, id=ids.FILTER_STAGE)),
+            labelled("tag", dcc.Dropdown(list(TAGS), f.tag, id=ids.FILTER_TAG)),
+            labelled(
+                "chrF",
+                dcc.RangeSlider(
+                    0, 100, 5, value=chrf, id=ids.FILTER_CHRF, marks=None, tooltip={"placement": "bottom"}
+                ),
+                minWidth="220px",
+            ),
+            labelled(
+                "source length",
+                dcc.Input(id=ids.FILTER_LEN, value=_len_text(f), debounce=True, placeholder="e.g. 10-30"),
+            ),
+            labelled("search error", dcc.Dropdown(["true", "false"], search, id=ids.FILTER_SEARCH)),
+            labelled("text contains", dcc.Input(id=ids.FILTER_TEXT, value=f.text or "", debounce=True)),
+            labelled(
+                "SQL condition",
+                dcc.Input(
+                    id=ids.FILTER_WHERE,
+                    value=f.where or "",
+                    placeholder="e.g. hyp_len > ref_len",
+                    style={"width": "260px"},
+                ),
+            ),
+            html.Button("apply", id=ids.FILTER_APPLY, n_clicks=0),
+        ],
+        className="filters",
+    )
+
+
+def _grid() -> dag.AgGrid:
+    """The sentence list (rows fetched in blocks as it scrolls: ``explore``)."""
+    return dag.AgGrid(
+        id=ids.GRID,
+        rowModelType="infinite",
+        columnDefs=COLUMNS,
+        defaultColDef={"sortable": True, "resizable": True},
+        dashGridOptions={
+            "cacheBlockSize": 100,
+            "maxBlocksInCache": 20,
+            "rowSelection": {"mode": "singleRow", "checkboxes": False, "enableClickSelection": True},
+        },
+        style={"height": "620px"},
+    )
+
+
 def layout(run: str | None = None, **args: str) -> html.Div:
     wh = warehouse()
     if not wh.run_ids():
         return html.Div("This warehouse has no complete runs yet.", className="page")
     run = run if run in wh.run_ids() else wh.default_run()
     f, outcome = _outcome(wh, run, parse_filters(args))
-    chrf = [f.min_chrf if f.min_chrf is not None else 0, f.max_chrf if f.max_chrf is not None else 100]
-    controls = html.Div(
-        [
-            html.Div(
-                [html.Label("stage"), dcc.Dropdown(list(SENTENCE_STAGES), f.stage, id=ids.FILTER_STAGE)]
-            ),
-            html.Div([html.Label("tag"), dcc.Dropdown(list(TAGS), f.tag, id=ids.FILTER_TAG)]),
-            html.Div(
-                [
-                    html.Label("chrF"),
-                    dcc.RangeSlider(
-                        0, 100, 5, value=chrf, id=ids.FILTER_CHRF, marks=None, tooltip={"placement": "bottom"}
-                    ),
-                ],
-                style={"minWidth": "220px"},
-            ),
-            html.Div(
-                [
-                    html.Label("source length"),
-                    dcc.Input(id=ids.FILTER_LEN, value=_len_text(f), debounce=True, placeholder="e.g. 10-30"),
-                ]
-            ),
-            html.Div(
-                [
-                    html.Label("search error"),
-                    dcc.Dropdown(
-                        ["true", "false"],
-                        None if f.search_error is None else str(f.search_error).lower(),
-                        id=ids.FILTER_SEARCH,
-                    ),
-                ]
-            ),
-            html.Div(
-                [
-                    html.Label("text contains"),
-                    dcc.Input(id=ids.FILTER_TEXT, value=f.text or "", debounce=True),
-                ]
-            ),
-            html.Div(
-                [
-                    html.Label("SQL condition"),
-                    dcc.Input(
-                        id=ids.FILTER_WHERE,
-                        value=f.where or "",
-                        placeholder="e.g. hyp_len > ref_len",
-                        style={"width": "260px"},
-                    ),
-                ]
-            ),
-            html.Button("apply", id=ids.FILTER_APPLY, n_clicks=0),
-        ],
-        className="filters",
-    )
     confusion = (
         html.Div(f"confusion: reference {f.ref_token!r} produced as {f.hyp_token!r}")
         if f.ref_token is not None
         else None
     )
-    cluster = _cluster_line(wh, run, args.get("cluster"), f.cluster)
     return html.Div(
         [
             dcc.Location(id=ids.EXPLORER_GO, refresh="callback-nav"),
             dcc.Store(id=ids.FILTERS, data={"run": run, **asdict(f)}),
             run_picker(wh.run_ids(), run, ids.EXPLORER_RUN),
-            controls,
+            _controls(f),
             confusion,
             outcome,
-            cluster,
+            _cluster_line(wh, run, args.get("cluster"), f.cluster),
             html.Div(id=ids.GRID_COUNT),
             html.Div(id=ids.GRID_ERROR, className="error"),
-            dag.AgGrid(
-                id=ids.GRID,
-                rowModelType="infinite",
-                columnDefs=COLUMNS,
-                defaultColDef={"sortable": True, "resizable": True},
-                dashGridOptions={
-                    "cacheBlockSize": 100,
-                    "maxBlocksInCache": 20,
-                    "rowSelection": {"mode": "singleRow", "checkboxes": False, "enableClickSelection": True},
-                },
-                style={"height": "620px"},
-            ),
+            _grid(),
         ],
         className="page",
     )
