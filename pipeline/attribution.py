@@ -164,13 +164,17 @@ def attribute(
     cols: dict[str, dict[str, list[np.ndarray]]] = {"attribution": {}, "attribution_steps": {}}
     for b in _batches(model, items, max_rows):
         inputs = (_embed(src_module, b.src), _embed(tgt_module, b.tgt_in))
-        baselines = (_embed(src_module, _pads(b.src, model)), _embed(tgt_module, _pads(b.tgt_in, model)))
+        baselines = (
+            (_embed(src_module, _pads(b.src, model)), _embed(tgt_module, _pads(b.tgt_in, model)))
+            if method.name == "ig"
+            else None
+        )
         extra = (b.src, b.mask, b.tgt_in, b.step, b.token)
         with torch.enable_grad():
             attr, delta = _run(method, f, inputs, baselines, extra)
         with torch.no_grad():
             logprob = f(*inputs, *extra)
-            base = f(*baselines, *extra) if method.name == "ig" else None
+            base = f(*baselines, *extra) if baselines is not None else None
         src_scores = attr[0].sum(-1).masked_fill(~b.mask, 0.0).detach().cpu().numpy()
         tgt_scores = attr[1].sum(-1).detach().cpu().numpy()
         _add_rows(cols, items, b, src_scores, tgt_scores)
@@ -198,7 +202,7 @@ def _run(
     method: Method,
     f: Callable[..., Tensor],
     inputs: tuple[Tensor, Tensor],
-    baselines: tuple[Tensor, Tensor],
+    baselines: tuple[Tensor, Tensor] | None,
     extra: tuple[Tensor, ...],
 ) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
     """captum's attributions for ``inputs`` (and the convergence delta of integrated gradients)."""
