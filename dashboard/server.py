@@ -34,7 +34,17 @@ def build(
     app = create_app(wh, sandbox=IsolatedSQL(wh.root), model=model, device=device)
     if token:
         _require_token(app.server, token)
+    _first_request(app, token)
     return app
+
+
+def _first_request(app, token: str | None) -> None:
+    """Dash finishes its setup on the first request (callbacks, page routes, the script paths it
+    serves). Under gunicorn's threads two first requests race it ("dictionary changed size during
+    iteration"), and a worker that has not rendered the page refuses the page's scripts ("dash is not
+    a registered library"): each worker makes its first request itself, before it serves."""
+    with app.server.test_client() as client:
+        client.get("/", headers={"Authorization": f"Bearer {token}"} if token else {})
 
 
 def _require_token(server, token: str) -> None:

@@ -1,5 +1,9 @@
 """Serving: loopback by default, a token on every request elsewhere."""
 
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from dashboard.server import build
@@ -79,3 +83,20 @@ def test_served_by_gunicorn_not_the_development_server(server) -> None:
 
     with urllib.request.urlopen(server + "/_dash-layout", timeout=30) as r:
         assert r.headers["Server"] == "gunicorn"
+
+
+def test_a_fresh_worker_answers_concurrent_first_requests(warehouse_dir) -> None:
+    """A browser's first page load sends the page and its scripts at once, to a worker's threads:
+    Dash's first-request setup must not race them (it did: scripts answered 500)."""
+    page = build(str(warehouse_dir)).server.test_client().get("/").get_data(as_text=True)
+    paths = ["/", "/_dash-layout", *re.findall(r'src="(/_dash-component-suites/[^"]+)"', page)]
+    for _ in range(3):
+        client = build(str(warehouse_dir)).server.test_client()
+        start = threading.Barrier(len(paths))
+
+        def get(path: str, client=client, start=start) -> int:
+            start.wait()
+            return client.get(path).status_code
+
+        with ThreadPoolExecutor(len(paths)) as pool:
+            assert set(pool.map(get, paths)) == {200}
