@@ -8,6 +8,7 @@ from bench import (
     ann,
     attribution_speed,
     bank,
+    blame,
     hf_speed,
     load,
     perturb_speed,
@@ -28,6 +29,7 @@ def main() -> None:
     ray_speed.main(args.device)
     storage.main(args.device)
     bank.main(args.device)
+    blame.main(args.device)
     hf_speed.main(args.device)
     scale.main(args.device)
     ann.main(args.device)

@@ -8,6 +8,7 @@ EXPLORER_GO = "explorer-go"
 EXPLORER_RUN = "explorer-run"
 
 STAGE_BAR = "stage-bar"
+BLAME_TRUST = "blame-trust"  # precision and recall of each stage's blame (planted faults)
 TAG_BAR = "tag-bar"
 CHRF_HIST = "chrf-hist"
 LEN_HIST = "len-hist"

@@ -140,7 +140,7 @@ def _whatif(key: dict, intervention: Intervention) -> tuple[queries.SentenceView
     run = queries.run_info(wh, key["run"])
     model = model_for(run)
     options = json.loads(run["options"])
-    taxonomy = Taxonomy(**options.get("taxonomy", {}))
+    taxonomy = Taxonomy.from_options(options.get("taxonomy", {}))
     train = run["neighbours_run"]  # blamed as the original was: with the same training states
     training = (
         None

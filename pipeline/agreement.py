@@ -88,16 +88,21 @@ def focus(evidence: Evidence, n_src: int) -> tuple[int, int]:
 
 def divergence_agreement(
     p: PendingBlame, agreement: dict[str, dict[str, np.ndarray]]
-) -> tuple[float | None, float | None, float | None]:
-    """Encoder, decoder (produced token) and reference agreement at the sentence's divergence step."""
+) -> tuple[float | None, float | None, float | None, float | None]:
+    """Encoder (most attended token), decoder (produced token) and reference agreement at the
+    sentence's divergence step, and the lowest agreement of any of its source tokens' states."""
     ev, t = p.evidence, p.evidence.diverge
     if t >= len(ev.ref_ids):
-        return None, None, None
-    pos, _ = focus(ev, ev.ref_attention.shape[1])
-    enc = _value(agreement["source_tokens"]["nn_agreement"], p.base["source_tokens"] + pos)
+        return None, None, None, None
+    n_src = ev.ref_attention.shape[1]
+    pos, _ = focus(ev, n_src)
+    src = agreement["source_tokens"]["nn_agreement"]
+    enc = _value(src, p.base["source_tokens"] + pos)
     dec_col = agreement["target_steps"]["nn_agreement"]
     dec = _value(dec_col, p.base["target_steps"] + t) if t < len(ev.hyp_attention) else None
-    return enc, dec, _value(agreement["reference_steps"]["nn_agreement"], p.base["reference_steps"] + t)
+    ref = _value(agreement["reference_steps"]["nn_agreement"], p.base["reference_steps"] + t)
+    own = src[p.base["source_tokens"] : p.base["source_tokens"] + n_src]
+    return enc, dec, ref, None if np.isnan(own).all() else float(np.nanmin(own))
 
 
 def _value(column: np.ndarray, row: int) -> float | None:

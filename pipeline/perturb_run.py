@@ -12,20 +12,15 @@ from __future__ import annotations
 import json
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from pipeline.beam import DecodeConfig
 from pipeline.corpus import Corpus
 from pipeline.models import load_run_model, resolve_device
+from pipeline.origin import complete_run, inherited, sentences
 from pipeline.perturb import KINDS, check_applies, task_of, variants
-from pipeline.taxonomy import Taxonomy
 from pipeline.trace import TraceConfig, TraceSummary, trace
-from pipeline.writer.run import RunWriter
-from schemas import ConfigError, WarehouseError
-from schemas.layout import read_manifest, warehouse_root
-
-INHERITED = ("part_size", "vectors", "vector_dtype", "agreement")  # and the taxonomy, the decoding
+from schemas import ConfigError
+from schemas.layout import warehouse_root
 
 
 @dataclass(frozen=True)
@@ -49,9 +44,9 @@ def perturb_run(cfg: PerturbConfig, progress: bool = True) -> TraceSummary:
     if cfg.kind not in KINDS:
         raise ConfigError(f"unknown perturbation {cfg.kind!r}; kinds: {', '.join(KINDS)}")
     kind, root = KINDS[cfg.kind], warehouse_root(cfg.warehouse)
-    origin = _complete_run(root, cfg.run)
+    origin = complete_run(root, cfg.run)
     check_applies(kind, cfg.run, origin["corpus"])
-    rows = _sentences(root, cfg.run, cfg.sent_ids)
+    rows = sentences(root, cfg.run, cfg.sent_ids)
     if not rows:
         raise ConfigError(f"the selection ({cfg.selection}) has no sentence of run {cfg.run!r}")
     task = task_of(origin["corpus"])
@@ -69,7 +64,7 @@ def perturb_run(cfg: PerturbConfig, progress: bool = True) -> TraceSummary:
         run_name=cfg.run_name or f"{cfg.run}.perturb-{kind.name}",
         decoding=DecodeConfig(**json.loads(origin["decoding"])),
         batch_size=cfg.batch_size,
-        **_inherited(json.loads(origin["options"])),
+        **inherited(json.loads(origin["options"])),
         threads=cfg.threads,
         device=cfg.device,
         examples=Corpus(spec, origin["split"], examples),
@@ -77,28 +72,3 @@ def perturb_run(cfg: PerturbConfig, progress: bool = True) -> TraceSummary:
         perturbation={"of": cfg.run, "kind": kind.name, "expect": kind.expect(task), "where": cfg.selection},
     )
     return trace(tcfg, progress, model=model)
-
-
-def _inherited(options: dict[str, Any]) -> dict[str, Any]:
-    """The TraceConfig options a perturbation run takes from its original run (those it recorded)."""
-    same = {k: options[k] for k in INHERITED if k in options}
-    if "taxonomy" in options:
-        same["taxonomy"] = Taxonomy(**options["taxonomy"])
-    return same
-
-
-def _complete_run(root: Path, run: str) -> dict[str, Any]:
-    """The ``runs`` row of complete run ``run`` (WarehouseError when there is none)."""
-    runs = read_manifest(root)["runs"]
-    if runs.get(run, {}).get("status") != "complete":
-        known = ", ".join(sorted(r for r, e in runs.items() if e.get("status") == "complete"))
-        raise WarehouseError(f"no complete run {run!r} (runs: {known or 'none'})", path=str(root))
-    columns = ["run_id", "model_path", "model_hash", "corpus", "split", "decoding", "options"]
-    return RunWriter(root, run).read_table("runs", columns).to_pylist()[0]
-
-
-def _sentences(root: Path, run: str, sent_ids: Collection[int] | None) -> list[dict[str, Any]]:
-    """sent_id, source and reference of the chosen sentences of ``run``, in sent_id order."""
-    rows = RunWriter(root, run).read_table("sentences", ["sent_id", "source", "reference"]).to_pylist()
-    wanted = None if sent_ids is None else set(sent_ids)
-    return sorted((r for r in rows if wanted is None or r["sent_id"] in wanted), key=lambda r: r["sent_id"])

@@ -8,10 +8,13 @@ For a sentence with a reference whose hypothesis differs from it:
    share the prefix before t*, so at t* both decodings saw the same states), blamed on the
    earliest stage of the pipeline that explains it:
 
-   - ``encoder``: the source token most attended at t* has an encoder state whose nearest
-     training encoder states are mostly *other* tokens (agreement < ``agreement``);
+   - ``encoder``: a source token has an encoder state whose nearest training encoder states are
+     mostly *other* tokens (its agreement < ``encoder_agreement``). Any source token, not only the
+     one attended most at t*: planted encoder faults showed that attention moves away from a
+     broken state (it no longer looks like the token attention is after), so the most attended
+     token was the broken one in 1-10% of them (``beamscope calibrate``);
    - ``decoder``: the decoder state at t* has nearest training decoder states that are mostly
-     followed by the produced (wrong) token (agreement >= ``agreement``);
+     followed by the produced (wrong) token (agreement >= ``decoder_agreement``);
    - ``attention``: attention at t* is diffuse (entropy / log(source length) >= ``attn_entropy``)
      or it returns to a source token already covered before t* (total weight >= ``coverage``
      over the earlier steps) - attention reads a token it has already used;
@@ -29,6 +32,10 @@ source token attended most at more steps than in the reference), ``too_short``/`
 ``unknown_tokens`` (unknown source tokens or an unknown token produced), and the attention rule
 that fired (``diffuse_attention``, ``covered_attention``).
 
+The stage rule reads five numbers per sentence (``Signals``, stored in its ``sentences`` row), so
+``blame`` re-applies it with other thresholds without re-tracing (``beamscope calibrate`` chooses
+them on planted faults of known stage).
+
 (A first draft blamed attention on "a source token the reference never attends most"; in
 monotone tasks every token is attended most exactly once, so that rule fired on every error.)
 """
@@ -37,8 +44,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -51,9 +59,51 @@ class Taxonomy:
 
     attn_entropy: float = 0.75
     coverage: float = 0.3
-    agreement: float = 0.5
+    encoder_agreement: float = 0.5
+    decoder_agreement: float = 0.5
     neighbours: int = 10
     length_ratio: float = 0.2
+
+    @classmethod
+    def from_options(cls, recorded: Mapping[str, Any]) -> Taxonomy:
+        """The thresholds a run recorded; before the two agreement thresholds were separate runs
+        recorded one ``agreement`` for both."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in recorded.items() if k in known}
+        if "agreement" in recorded:
+            both = recorded["agreement"]
+            values = {"encoder_agreement": both, "decoder_agreement": both} | values
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the stage rule reads at a wrong sentence's first divergence step t* (NaN: not known,
+    the rule does not fire). Fields are floats or, to blame many sentences at once, arrays."""
+
+    search_error: Any  # the model scores the reference above its hypothesis
+    encoder_agreement: Any  # the lowest of the source tokens' states (``nn_encoder_min_agreement``)
+    decoder_agreement: Any  # of the decoder state, with the produced token
+    attention_entropy: Any  # of the reference decoding's attention, / log(source length)
+    attention_coverage: Any  # weight the reference's earlier steps gave its most attended token
+
+
+def blame(sig: Signals, tax: Taxonomy) -> Any:
+    """The blamed stage: of one sentence (a ``Stage``) or, given arrays, of each (an array)."""
+    attention = (np.asarray(sig.attention_entropy) >= tax.attn_entropy) | (
+        np.asarray(sig.attention_coverage) >= tax.coverage
+    )
+    stage = np.select(
+        [
+            np.asarray(sig.search_error, dtype=bool),
+            np.asarray(sig.encoder_agreement) < tax.encoder_agreement,
+            np.asarray(sig.decoder_agreement) >= tax.decoder_agreement,
+            attention,
+        ],
+        [Stage.SEARCH, Stage.ENCODER, Stage.DECODER, Stage.ATTENTION],
+        Stage.PREDICTION,
+    )
+    return Stage(str(stage)) if stage.ndim == 0 else stage
 
 
 @dataclass(frozen=True)
@@ -70,6 +120,7 @@ class Evidence:
     ref_attention: np.ndarray  # [ref steps, src]
     has_unknown: bool
     encoder_agreement: float | None = None  # share of neighbours of the attended token's state
+    encoder_min_agreement: float | None = None  # the lowest of any source token's state
     decoder_agreement: float | None = None  # share of neighbours followed by the produced token
 
 
@@ -77,6 +128,7 @@ class Evidence:
 class Verdict:
     stage: Stage
     tags: tuple[Tag, ...]
+    signals: Signals
 
 
 def _norm_entropy(w: np.ndarray) -> float:
@@ -86,15 +138,21 @@ def _norm_entropy(w: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum() / math.log(len(w)))
 
 
-def _attention_tags(ev: Evidence, tax: Taxonomy) -> list[Tag]:
+def attention_signals(ev: Evidence) -> tuple[float, float]:
+    """Normalised entropy of the attention at t* and the weight earlier steps gave the token it
+    attends most (NaN, NaN when there is no step to read)."""
     t = min(ev.diverge, len(ev.hyp_attention) - 1, len(ev.ref_attention) - 1)
     if t < 0:
-        return []
+        return math.nan, math.nan
     row = ev.ref_attention[t]  # same prefix up to t*: the reference decoding saw the same state
+    return _norm_entropy(row), float(ev.ref_attention[:t, int(row.argmax())].sum())
+
+
+def _attention_tags(entropy: float, coverage: float, tax: Taxonomy) -> list[Tag]:
     tags = []
-    if _norm_entropy(row) >= tax.attn_entropy:
+    if entropy >= tax.attn_entropy:
         tags.append(Tag.DIFFUSE_ATTENTION)
-    if ev.ref_attention[:t, int(row.argmax())].sum() >= tax.coverage:
+    if coverage >= tax.coverage:
         tags.append(Tag.COVERED_ATTENTION)
     return tags
 
@@ -129,22 +187,16 @@ def _length_tags(ev: Evidence, tax: Taxonomy) -> list[Tag]:
 
 def classify(ev: Evidence, tax: Taxonomy, unk_id: int | None) -> Verdict:
     """Blame a stage and collect the tags of one wrong sentence."""
-    attention = _attention_tags(ev, tax)
-    tags = [*attention, *_coverage_tags(ev, tax), *_length_tags(ev, tax)]
+    entropy, coverage = attention_signals(ev)
+    tags = [*_attention_tags(entropy, coverage, tax), *_coverage_tags(ev, tax), *_length_tags(ev, tax)]
     if ev.has_unknown or (unk_id is not None and unk_id in ev.hyp_ids):
         tags.append(Tag.UNKNOWN_TOKENS)
     ref_token = ev.ref_ids[ev.diverge] if ev.diverge < len(ev.ref_ids) else None
     tags.append(
         Tag.REF_IN_TOPK if ref_token is not None and ref_token in ev.topk_at else Tag.REF_OUTSIDE_TOPK
     )
-    if ev.search_error:
-        stage = Stage.SEARCH
-    elif ev.encoder_agreement is not None and ev.encoder_agreement < tax.agreement:
-        stage = Stage.ENCODER
-    elif ev.decoder_agreement is not None and ev.decoder_agreement >= tax.agreement:
-        stage = Stage.DECODER
-    elif attention:
-        stage = Stage.ATTENTION
-    else:
-        stage = Stage.PREDICTION
-    return Verdict(stage, tuple(tags))
+    known = lambda x: math.nan if x is None else x  # noqa: E731
+    signals = Signals(
+        ev.search_error, known(ev.encoder_min_agreement), known(ev.decoder_agreement), entropy, coverage
+    )
+    return Verdict(blame(signals, tax), tuple(tags), signals)

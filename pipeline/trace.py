@@ -27,6 +27,7 @@ from pipeline.attribute import manifest_entry
 from pipeline.attribution import Method, Produced, attribute
 from pipeline.batching import length_batches, pad
 from pipeline.beam import DecodeConfig, beam_search
+from pipeline.calibration import calibrated_taxonomy
 from pipeline.clusters import run_clusters
 from pipeline.corpus import Corpus, Example, read_corpus
 from pipeline.forced import force_decode
@@ -60,7 +61,7 @@ class TraceConfig:
     part_size: int = 1024
     vectors: bool = True
     device: str = "auto"
-    taxonomy: Taxonomy = field(default_factory=Taxonomy)
+    taxonomy: Taxonomy | None = None  # None: the model's latest calibration here, else the defaults
     neighbours_run: str | None = "auto"  # training run for neighbour blame; auto = same model's
     agreement: str = "divergence"  # neighbour agreement only where the blame reads it, or of every state
     bank_size: int | None = None  # most training states per kind in the neighbour bank
@@ -71,6 +72,7 @@ class TraceConfig:
     examples: Corpus | None = None  # in-memory sentences, traced instead of reading ``corpus``
     skips: Mapping[int, str] | None = None  # sent_id -> why it is recorded as skipped, not decoded
     perturbation: dict[str, Any] | None = None  # what the examples perturb (``pipeline.perturb``)
+    faults: dict[str, Any] | None = None  # the faults planted in the model (``pipeline.fault_runs``)
 
     def check(self) -> TraceConfig:
         if self.batch_size < 1:
@@ -104,6 +106,7 @@ class TraceSummary:
     n_skipped: int
     resumed_parts: int
     already_complete: bool
+    calibration: dict[str, Any] | None = None  # where the blame's thresholds come from, if calibrated
 
 
 def default_run_id(model: Seq2SeqAdapter, corpus: Corpus) -> str:
@@ -167,7 +170,8 @@ def _trace(
     done = writer.begin(fingerprint, plan.n_parts, plan.row, vocabulary(model, plan.run_id))
     n = len(plan.examples)
     if writer.is_complete():
-        return TraceSummary(plan.run_id, plan.root, n, writer.count_rows("skipped"), len(done), True)
+        n_skipped = writer.count_rows("skipped")
+        return TraceSummary(plan.run_id, plan.root, n, n_skipped, len(done), True, _calibration(plan))
     todo = [p for p in range(plan.n_parts) if p not in done]
     bar = tqdm(
         total=n,
@@ -202,7 +206,11 @@ def _trace(
         entry = manifest_entry(cfg.attribution, None, "all")
         stats[ATTRIBUTION_ENTRY] = {**entry, "parts_done": list(range(plan.n_parts)), "status": "complete"}
     writer.finish({**plan.row, "n_skipped": n_skipped, **scores}, stats)
-    return TraceSummary(plan.run_id, plan.root, n, n_skipped, len(done), False)
+    return TraceSummary(plan.run_id, plan.root, n, n_skipped, len(done), False, _calibration(plan))
+
+
+def _calibration(plan: TracePlan) -> dict[str, Any] | None:
+    return json.loads(plan.row["options"]).get("calibration")
 
 
 def _plan(cfg: TraceConfig, model: Seq2SeqAdapter, corpus: Corpus) -> tuple[TracePlan, str]:
@@ -212,6 +220,8 @@ def _plan(cfg: TraceConfig, model: Seq2SeqAdapter, corpus: Corpus) -> tuple[Trac
     root = warehouse_root(cfg.warehouse)
     model_hash = getattr(model, "hash", "")
     neighbours_run = resolve_training_run(root, run_id, model_hash, corpus.split, cfg.neighbours_run)
+    calibrated = calibrated_taxonomy(root, model_hash) if cfg.taxonomy is None else None
+    cfg = dataclasses.replace(cfg, taxonomy=calibrated[0] if calibrated else cfg.taxonomy or Taxonomy())
     options = {
         "batch_size": cfg.batch_size,
         "part_size": cfg.part_size,
@@ -229,6 +239,10 @@ def _plan(cfg: TraceConfig, model: Seq2SeqAdapter, corpus: Corpus) -> tuple[Trac
     }
     if cfg.perturbation is not None:
         options["perturbation"] = cfg.perturbation
+    if cfg.faults is not None:
+        options["faults"] = cfg.faults
+    if calibrated:  # where the thresholds come from
+        options["calibration"] = calibrated[1]
     # what does not change the rows: a run resumes with another batch size, device or engine
     fingerprint_src = {
         k: v for k, v in options.items() if k not in ("device", "batch_size", "threads", "engine")

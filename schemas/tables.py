@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _RUN = pa.field("run_id", pa.string(), nullable=False)
 _SENT = pa.field("sent_id", pa.int64(), nullable=False)
@@ -66,6 +66,10 @@ SENTENCES = pa.schema(
         pa.field("nn_encoder_agreement", pa.float32()),  # see pipeline/taxonomy.py
         pa.field("nn_decoder_agreement", pa.float32()),
         pa.field("nn_reference_agreement", pa.float32()),
+        pa.field("nn_encoder_min_agreement", pa.float32()),  # lowest of any source token's state
+        # the attention signals of the stage rule (``pipeline.taxonomy.Signals``), wrong sentences only
+        pa.field("attn_entropy_at_divergence", pa.float32()),  # normalised by log(src_len)
+        pa.field("attn_coverage_at_divergence", pa.float32()),
         pa.field("n_beam_nodes", pa.int32(), nullable=False),
     ]
 )
@@ -261,6 +265,25 @@ WORD_NEIGHBOURS = pa.schema(
     ]
 )
 
+# The blame benchmark of a run (``beamscope calibrate``): faults of known stage planted in its
+# sentences, the stage each was blamed on, under the thresholds the run recorded and under those
+# chosen on the 'fit' half of the faults (measured on the 'held_out' half). Confusion counts; the
+# precision and recall of each stage are queries over them (``warehouse.blame``).
+BLAME_CALIBRATION = pa.schema(
+    [
+        _RUN,  # the run the faults were planted in
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("model_name", pa.string(), nullable=False),
+        pa.field("model_hash", pa.string(), nullable=False),
+        pa.field("taxonomy", pa.string(), nullable=False),  # 'recorded' | 'calibrated'
+        pa.field("thresholds", pa.string(), nullable=False),  # JSON: pipeline.taxonomy.Taxonomy
+        pa.field("half", pa.string(), nullable=False),  # 'fit' | 'held_out'
+        pa.field("planted", pa.string(), nullable=False),
+        pa.field("blamed", pa.string(), nullable=False),
+        pa.field("n", pa.int64(), nullable=False),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "runs": RUNS,
     "vocabulary": VOCABULARY,
@@ -276,6 +299,7 @@ TABLES: dict[str, pa.Schema] = {
     "attribution": ATTRIBUTION,
     "attribution_steps": ATTRIBUTION_STEPS,
     "word_neighbours": WORD_NEIGHBOURS,
+    "blame_calibration": BLAME_CALIBRATION,
 }
 
 KEYS: dict[str, tuple[str, ...]] = {
@@ -293,6 +317,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "attribution": ("run_id", "sent_id", "step", "side", "position"),
     "attribution_steps": ("run_id", "sent_id", "step"),
     "word_neighbours": ("run_id", "side", "token_id", "rank"),
+    "blame_calibration": ("run_id", "taxonomy", "half", "planted", "blamed"),
 }
 
 # The tables written once per run (one part); the others get one part per chunk of the corpus.
@@ -304,8 +329,14 @@ RUN_TABLES: tuple[str, ...] = (
     "word_neighbours",
 )
 # Tables a complete run may lack: attribution is computed when asked for (and then for the parts
-# asked); word neighbours need the model, which runs migrated from schema 4 and what-if runs lack.
-OPTIONAL_TABLES: tuple[str, ...] = ("attribution", "attribution_steps", "word_neighbours")
+# asked); word neighbours need the model, which runs migrated from schema 4 and what-if runs lack;
+# a blame calibration is made when asked for.
+OPTIONAL_TABLES: tuple[str, ...] = (
+    "attribution",
+    "attribution_steps",
+    "word_neighbours",
+    "blame_calibration",
+)
 ATTRIBUTION_TABLES: tuple[str, ...] = ("attribution", "attribution_steps")
 # The tables every part of a trace writes.
 PART_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t not in RUN_TABLES and t not in OPTIONAL_TABLES)
@@ -380,6 +411,15 @@ MIGRATIONS: dict[int, Migration] = {
     ),
     4: Migration(run_tables=("state_clusters", "state_cluster_members")),
     5: Migration(),  # new optional tables only (attribution, attribution_steps, word_neighbours)
+    6: Migration(
+        added={
+            "sentences": (
+                "nn_encoder_min_agreement",
+                "attn_entropy_at_divergence",
+                "attn_coverage_at_divergence",
+            )
+        }
+    ),
 }
 
 

@@ -75,6 +75,21 @@ def train_warehouse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path
 
 
 @pytest.fixture(scope="session")
+def calibrated_warehouse_dir(tmp_path_factory: pytest.TempPathFactory, train_warehouse_dir: Path) -> Path:
+    """A copy of ``train_warehouse_dir`` whose 'test' run is calibrated on 40 planted faults per stage
+    (runs 'test.fault-STAGE' and its blame_calibration table)."""
+    import shutil
+
+    from beamscope.calibrate import calibrate_run
+    from pipeline.fault_runs import FaultConfig
+
+    root = tmp_path_factory.mktemp("wh") / "calibrated"
+    shutil.copytree(train_warehouse_dir, root)
+    calibrate_run(FaultConfig(str(root), "test", n=40, device="cpu"), progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
 def compare_warehouse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
     """Two runs over one corpus where every outcome occurs, and two over another corpus
     (``tests.helpers.build_compare_warehouse``)."""

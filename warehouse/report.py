@@ -8,6 +8,7 @@ from typing import Any
 
 import polars as pl
 
+from warehouse.blame import Reliability, reliability
 from warehouse.intervals import bucket_intervals
 from warehouse.store import Warehouse
 
@@ -20,11 +21,19 @@ class ErrorReport:
     confusions: pl.DataFrame
     worst: pl.DataFrame
     buckets: pl.DataFrame
+    reliability: Reliability | None = None  # the blame's measured precision (``beamscope calibrate``)
 
     def to_json(self) -> str:
+        trust = self.reliability
         return json.dumps(
             {
                 "run": self.run,
+                "blame_reliability": None
+                if trust is None
+                else {
+                    **{k: v for k, v in vars(trust).items() if k != "scores"},
+                    "stages": trust.scores.to_dicts(),
+                },
                 **{
                     name: getattr(self, name).to_dicts()
                     for name in ("stages", "tags", "confusions", "worst", "buckets")
@@ -66,7 +75,7 @@ def error_report(wh: Warehouse, run: str | None = None, top: int = 10) -> ErrorR
         .sort("bucketing", "bucket_order")
         .select(cols)
     )
-    return ErrorReport(info, stages, tags, confusions, worst, buckets)
+    return ErrorReport(info, stages, tags, confusions, worst, buckets, reliability(wh, run_id))
 
 
 def format_report(r: ErrorReport) -> str:
@@ -82,11 +91,18 @@ def format_report(r: ErrorReport) -> str:
         "",
         "stage breakdown:",
     ]
+    trust = (
+        {} if r.reliability is None else {s["stage"]: s for s in r.reliability.scores.iter_rows(named=True)}
+    )
     for row in r.stages.iter_rows(named=True):
         share = "" if row["share_of_errors"] is None else f"  {pct(row['share_of_errors'])} of errors"
+        if row["name"] in trust:
+            t = trust[row["name"]]
+            share += f"  (blame precision {pct(t['precision'])}, recall {pct(t['recall'])})"
         lines.append(
             f"  {row['name']:<12} {row['n']:>7}  {pct(row['share_of_sentences'])} of sentences{share}"
         )
+    lines.append(f"  {reliability_note(r.reliability)}")
     lines += ["", "tags:"]
     lines += [
         f"  {t['name']:<20} {t['n']:>7}  {pct(t['share_of_errors'])} of errors"
@@ -129,3 +145,16 @@ def format_breakdown(reports: list[ErrorReport]) -> str:
     ]
     lines += [f"{label:<{lw}}" + "".join(f"{c.get(n, 0):>{w}}" for c in counts) for label, n in labels]
     return "\n".join(lines)
+
+
+def reliability_note(trust: Reliability | None) -> str:
+    """Where the blame precision shown beside the stages comes from (or that there is none)."""
+    if trust is None:
+        return "blame precision: not measured for this model (beamscope calibrate)"
+    which = (
+        "this run's thresholds" if trust.same_thresholds else "calibrated thresholds (this run used others)"
+    )
+    return (
+        f"blame precision and recall: held-out planted faults of run {trust.calibrated_run}, "
+        f"model {trust.model_name}, {trust.created_at}, {which}"
+    )

@@ -109,13 +109,15 @@ class Warehouse:
         return list(ids)
 
     def default_run(self) -> str:
-        """The newest complete run that is not a perturbation of another one (what pages open on)."""
+        """The newest complete run that is not derived from another one (a perturbation, planted
+        faults): what pages open on."""
         ids = self.run_ids()
         derived = set(
             self.memo(
-                ("perturbation_runs",),
+                ("derived_runs",),
                 lambda: self.sql(
-                    "SELECT run_id FROM runs WHERE json_extract(options, '$.perturbation') IS NOT NULL"
+                    "SELECT run_id FROM runs WHERE json_extract(options, '$.perturbation') IS NOT NULL "
+                    "OR json_extract(options, '$.faults') IS NOT NULL"
                 )["run_id"].to_list(),
             )
         )

@@ -12,11 +12,37 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from beamscope.cli import attribute, compare, demo, errors, index, migrate, perturb, serve, sql, trace, train
+from beamscope.cli import (
+    attribute,
+    calibrate,
+    compare,
+    demo,
+    errors,
+    index,
+    migrate,
+    perturb,
+    serve,
+    sql,
+    trace,
+    train,
+)
 from schemas import BeamscopeError
 from schemas.version import beamscope_version
 
-VERBS = (train, trace, attribute, perturb, index, migrate, sql, errors, compare, serve, demo)  # --help order
+VERBS = (
+    train,
+    trace,
+    attribute,
+    perturb,
+    calibrate,
+    index,
+    migrate,
+    sql,
+    errors,
+    compare,
+    serve,
+    demo,
+)  # --help order
 
 
 class _Version(argparse.Action):

@@ -47,11 +47,18 @@ def add(sub: Subparsers) -> argparse.ArgumentParser:
         "--agreement",
         choices=("all", "divergence"),
         default="divergence",
-        help="neighbour agreement only of the states the blame reads at a wrong sentence's first "
-        "divergence step (divergence: the other per-token agreement values stay NULL) or of every "
+        help="neighbour agreement only of the states the blame reads (divergence: a wrong sentence's "
+        "source tokens and its first divergence step; the other per-token values stay NULL) or of every "
         "state (all)",
     )
     add_bank_size(p)
+    p.add_argument(
+        "--taxonomy",
+        choices=("calibrated", "default"),
+        default="calibrated",
+        help="blame thresholds: those of the model's latest `beamscope calibrate` in this warehouse "
+        "when there is one (calibrated), or the built-in ones (default)",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -73,6 +80,7 @@ def add(sub: Subparsers) -> argparse.ArgumentParser:
 
 def run(a: argparse.Namespace) -> int:
     from pipeline.attribution import Method
+    from pipeline.taxonomy import Taxonomy
     from pipeline.trace import TraceConfig, trace
     from warehouse import write_duckdb_file
 
@@ -90,6 +98,7 @@ def run(a: argparse.Namespace) -> int:
             vectors=not a.no_vectors,
             neighbours_run=None if a.neighbours_run == "none" else a.neighbours_run,
             agreement=a.agreement,
+            taxonomy=None if a.taxonomy == "calibrated" else Taxonomy(),
             bank_size=a.bank_size,
             threads=a.threads,
             device=a.device,
@@ -99,5 +108,8 @@ def run(a: argparse.Namespace) -> int:
     )
     write_duckdb_file(s.warehouse)
     state = "already complete" if s.already_complete else "complete"
+    if s.calibration:
+        c = s.calibration
+        print(f"blame thresholds of the calibration on run {c['run']} ({c['created_at']})")
     print(f"run {s.run_id}: {s.n_sentences} sentences, {s.n_skipped} skipped ({state}) -> {s.warehouse}")
     return 0

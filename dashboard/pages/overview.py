@@ -12,7 +12,9 @@ from dashboard.components import card, run_picker, simple_table
 from dashboard.state import warehouse
 from schemas.buckets import SOURCE_LENGTH
 from warehouse import Warehouse
+from warehouse.blame import reliability
 from warehouse.compare import same_corpus_runs
+from warehouse.report import reliability_note
 
 dash.register_page(__name__, path="/", name="Overview", order=0)
 
@@ -63,6 +65,7 @@ def _charts(wh: Warehouse, run: str) -> html.Div:
     return html.Div(
         [
             _graph(ids.STAGE_BAR, figures.stage_bar(queries.stage_counts(wh, run))),
+            _trust(wh, run),
             _graph(ids.TAG_BAR, figures.tag_bar(queries.tag_counts(wh, run))),
             _graph(ids.CHRF_HIST, hist("chrf", "Sentence chrF (click a bin)")),
             _graph(ids.LEN_HIST, hist("src_len", "Source length in tokens (click a bin)")),
@@ -77,6 +80,29 @@ def _charts(wh: Warehouse, run: str) -> html.Div:
         ],
         className="grid2",
     )
+
+
+def _trust(wh: Warehouse, run: str) -> html.Div:
+    """Beside the stages: how often each stage's blame is right, measured on planted faults."""
+    trust = reliability(wh, run)
+    title = html.H4("How far to trust the blamed stage")
+    if trust is None:
+        return html.Div([title, html.P(reliability_note(trust))], className="panel")
+    pct = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+    head = html.Tr([html.Th(c) for c in ("stage", "blame precision", "recall", "faults planted")])
+    rows = [
+        html.Tr(
+            [
+                html.Td(r["stage"]),
+                html.Td(pct(r["precision"])),
+                html.Td(pct(r["recall"])),
+                html.Td(r["planted"]),
+            ]
+        )
+        for r in trust.scores.iter_rows(named=True)
+    ]
+    table = html.Table([html.Thead(head), html.Tbody(rows)], className="simple", id=ids.BLAME_TRUST)
+    return html.Div([title, table, html.P(reliability_note(trust), className="note")], className="panel")
 
 
 def _tables(wh: Warehouse, run: str) -> html.Div:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from pipeline.archs import LSTM, TRANSFORMER
 from pipeline.models.lstm import LSTMConfig, LSTMSeq2Seq
-from pipeline.models.protocol import AttentionEdit, Encoded, ForcedOutput, StepOutput
+from pipeline.models.protocol import Edit, Encoded, ForcedOutput, StepOutput
 from pipeline.models.transformer import Transformer, TransformerConfig
 from pipeline.vocab import BOS, EOS, PAD, UNK, Vocab
 from schemas import CheckpointError
@@ -95,7 +95,7 @@ class BuiltinModel:
     def start(self, enc: Encoded, beam: int) -> Any:
         return self.net.start(enc, beam)
 
-    def step(self, enc: Encoded, tokens: Tensor, cache: Any, edit: AttentionEdit | None = None) -> StepOutput:
+    def step(self, enc: Encoded, tokens: Tensor, cache: Any, edit: Edit | None = None) -> StepOutput:
         return self.net.step(enc, tokens, cache, edit)
 
     def reorder(self, cache: Any, rows: Tensor) -> Any:
@@ -109,6 +109,9 @@ class BuiltinModel:
 
     def output_embeddings(self) -> Tensor:
         return self.net.out.weight
+
+    def logits(self, states: Tensor) -> Tensor:
+        return self.net.out(states)  # both networks read their output state with ``out`` alone
 
     def adjust_logprobs(
         self, logprobs: Tensor, step: int, prefix: Tensor | None = None, max_len: int | None = None

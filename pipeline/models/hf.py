@@ -26,7 +26,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from pipeline.models.builtin import file_hash
 from pipeline.models.hf_compat import cache_keyword, check_version, logits_processors
-from pipeline.models.protocol import AttentionEdit, Encoded, ForcedOutput, StepOutput
+from pipeline.models.protocol import Edit, Encoded, ForcedOutput, StepOutput
 from schemas import CheckpointError, ConfigError
 
 FAMILIES = ("marian", "t5", "bart")  # config.json "model_type" values this adapter is tested with
@@ -128,9 +128,7 @@ class HFModel:
         return HFCache(states, enc.mask.long().repeat_interleave(beam, dim=0))
 
     @torch.no_grad()
-    def step(
-        self, enc: Encoded, tokens: Tensor, cache: HFCache, edit: AttentionEdit | None = None
-    ) -> StepOutput:
+    def step(self, enc: Encoded, tokens: Tensor, cache: HFCache, edit: Edit | None = None) -> StepOutput:
         _no_edit(edit)
         out = self._forward(cache.states, cache.mask, tokens[:, None], cache.kv)
         cache.kv = getattr(out, self._cache_kw)
@@ -169,6 +167,15 @@ class HFModel:
 
     def output_embeddings(self) -> Tensor:
         return self.net.get_output_embeddings().weight
+
+    def logits(self, states: Tensor) -> Tensor:
+        """``lm_head`` as each family applies it: T5 scales the states first (tied embeddings),
+        BART and Marian add ``final_logits_bias``."""
+        if getattr(self.net.config, "scale_decoder_outputs", False):
+            states = states * self.net.model_dim**-0.5
+        out = self.net.get_output_embeddings()(states)
+        bias = getattr(self.net, "final_logits_bias", None)
+        return out if bias is None else out + bias
 
     # -- decoding rules -----------------------------------------------------------------------
 
@@ -296,6 +303,6 @@ def _static_bans(gen: Any, eos_id: int) -> list[int]:
     return sorted(bad | set(gen.suppress_tokens or []))
 
 
-def _no_edit(edit: AttentionEdit | None) -> None:
+def _no_edit(edit: Edit | None) -> None:
     if edit is not None:
         raise ConfigError("attention edits (what-if) are not supported for Hugging Face models yet")

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pipeline.models.protocol import AttentionEdit, Encoded, ForcedOutput, StepOutput
+from pipeline.models.protocol import Edit, Encoded, ForcedOutput, StepOutput
 from pipeline.vocab import PAD
 
 
@@ -65,11 +65,11 @@ class LSTMSeq2Seq(nn.Module):
         }
 
     def step(
-        self, enc: Encoded, tokens: Tensor, cache: dict[str, Any], edit: AttentionEdit | None = None
+        self, enc: Encoded, tokens: Tensor, cache: dict[str, Any], edit: Edit | None = None
     ) -> StepOutput:
         return self._step(self.tgt_emb(tokens), cache, edit)
 
-    def _step(self, emb: Tensor, cache: dict[str, Any], edit: AttentionEdit | None = None) -> StepOutput:
+    def _step(self, emb: Tensor, cache: dict[str, Any], edit: Edit | None = None) -> StepOutput:
         """One step from the embedded input tokens ``emb`` [rows, emb]."""
         x = torch.cat([self.drop(emb), cache["feed"]], dim=-1)
         h, c = self.cell(x, (cache["h"], cache["c"]))

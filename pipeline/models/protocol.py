@@ -40,6 +40,31 @@ class AttentionEdit:
         return torch.where(total > 0, edited / total.clamp_min(1e-30), weights)
 
 
+@dataclass(frozen=True)
+class RowAttentionEdit:
+    """Cross-attention at one target step moved per decoder row: in every layer and head of row r
+    the weight of the most attended position and that of ``positions[r]`` trade places (-1
+    leaves the row as it is), so the peak moves there and the row keeps its shape. Planted
+    attention faults (``pipeline.faults``) use it; the models take it where they take an
+    ``AttentionEdit``, whose ``apply`` it shares."""
+
+    step: int
+    positions: tuple[int, ...]  # one per row
+
+    def apply(self, weights: Tensor) -> Tensor:
+        """Edit ``weights`` [rows, ..., src] (rows first, as every model passes them)."""
+        pos = torch.tensor(self.positions, device=weights.device, dtype=torch.long)
+        shape = (len(pos),) + (1,) * (weights.dim() - 1)  # rows, then broadcast over the other axes
+        peak = weights.argmax(-1, keepdim=True)
+        target = pos.clamp_min(0).view(shape).expand_as(peak)
+        moved = weights.scatter(-1, peak, weights.gather(-1, target))
+        moved = moved.scatter(-1, target, weights.gather(-1, peak))
+        return torch.where((pos >= 0).view(shape), moved, weights)
+
+
+Edit = AttentionEdit | RowAttentionEdit  # what a model's ``step`` takes: ``edit.apply(weights)``
+
+
 @dataclass
 class Encoded:
     """What the encoder produced for a batch."""
@@ -109,7 +134,7 @@ class Seq2SeqAdapter(Protocol):
     def start(self, enc: Encoded, beam: int) -> Any:
         """The decoder cache for ``beam`` rows per sentence (rows ordered sentence-major)."""
 
-    def step(self, enc: Encoded, tokens: Tensor, cache: Any, edit: AttentionEdit | None = None) -> StepOutput:
+    def step(self, enc: Encoded, tokens: Tensor, cache: Any, edit: Edit | None = None) -> StepOutput:
         """Feed ``tokens`` [rows] (the previous step's output) and predict the next token."""
 
     def reorder(self, cache: Any, rows: Tensor) -> Any:
@@ -129,6 +154,10 @@ class Seq2SeqAdapter(Protocol):
 
     def output_embeddings(self) -> Tensor:
         """[vocab, d] the output layer's token vectors (close words of target tokens)."""
+
+    def logits(self, states: Tensor) -> Tensor:
+        """The output layer: logits [rows, vocab] of decoder states [rows, d] (``StepOutput.state``;
+        planted decoder faults replace a state and read it out here)."""
 
     def adjust_logprobs(
         self, logprobs: Tensor, step: int, prefix: Tensor | None = None, max_len: int | None = None

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pipeline.models.protocol import AttentionEdit, Encoded, ForcedOutput, StepOutput
+from pipeline.models.protocol import Edit, Encoded, ForcedOutput, StepOutput
 from pipeline.vocab import PAD
 
 
@@ -53,7 +53,7 @@ class Attention(nn.Module):
         return self.split(self.k(x)), self.split(self.v(x))
 
     def forward(
-        self, x: Tensor, k: Tensor, v: Tensor, bias: Tensor, edit: AttentionEdit | None = None
+        self, x: Tensor, k: Tensor, v: Tensor, bias: Tensor, edit: Edit | None = None
     ) -> tuple[Tensor, Tensor]:
         """``x`` [b, tq, d] attends to ``k``/``v`` [b, heads, tk, dh]; returns out, weights."""
         q = self.split(self.q(x))
@@ -99,7 +99,7 @@ class DecoderLayer(nn.Module):
         self_bias: Tensor,
         mem_kv: tuple[Tensor, Tensor],
         mem_bias: Tensor,
-        edit: AttentionEdit | None,
+        edit: Edit | None,
     ) -> tuple[Tensor, Tensor]:
         x = x + self.drop(self.self_attn(self.ln1(x), *self_kv, self_bias)[0])
         out, weights = self.cross(self.ln2(x), *mem_kv, mem_bias, edit)
@@ -149,7 +149,7 @@ class Transformer(nn.Module):
         return {"mem": self._memory_kv(states), "bias": self._mask_bias(mask), "self": None, "t": 0}
 
     def step(
-        self, enc: Encoded, tokens: Tensor, cache: dict[str, Any], edit: AttentionEdit | None = None
+        self, enc: Encoded, tokens: Tensor, cache: dict[str, Any], edit: Edit | None = None
     ) -> StepOutput:
         t = cache["t"]
         x = self.tgt_emb(tokens)[:, None, :] * self.scale + self.pos[t]

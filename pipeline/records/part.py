@@ -23,10 +23,16 @@ from pipeline.models.protocol import Seq2SeqAdapter
 from pipeline.neighbours import TrainingStates
 from pipeline.records import attention, decoder, encoder, prediction, search
 from pipeline.records.columns import Columns
-from pipeline.taxonomy import Evidence, Taxonomy, Verdict, classify
+from pipeline.taxonomy import Evidence, Taxonomy, Verdict, attention_signals, classify
 from schemas import PART_TABLES, TABLES, decoder_states_schema, encoder_states_schema
 
-AGREEMENT_NAMES = ("nn_encoder_agreement", "nn_decoder_agreement", "nn_reference_agreement")
+AGREEMENT_NAMES = (
+    "nn_encoder_agreement",
+    "nn_decoder_agreement",
+    "nn_reference_agreement",
+    "nn_encoder_min_agreement",
+)
+ATTENTION_SIGNALS = ("attn_entropy_at_divergence", "attn_coverage_at_divergence")
 
 
 @dataclass
@@ -174,7 +180,11 @@ class PartBuilder:
             **{name: [None] for name in AGREEMENT_NAMES},
             **searched,
         )
-        self.cols.blocks["sentences"]["error_tags"].append([None if verdict is None else list(verdict.tags)])
+        blocks = self.cols.blocks["sentences"]
+        blocks["error_tags"].append([None if verdict is None else list(verdict.tags)])
+        signals = (np.nan, np.nan) if evidence is None else attention_signals(evidence)  # NaN: null
+        for name, value in zip(ATTENTION_SIGNALS, signals, strict=True):
+            blocks[name].append(np.asarray([value], dtype=np.float32))
         return evidence
 
     def _classify(self, evidence: Evidence) -> Verdict:
@@ -222,7 +232,7 @@ class PartBuilder:
         """
         steps, ref, q = tr.decoded.steps, tr.forced, self._agreement
         n_src, n_hyp = len(tr.src_ids), len(steps.token_ids)
-        src_sel = np.arange(n_src) if focus is None else np.array([focus[0]])
+        src_sel = np.arange(n_src)  # the encoder rule reads every source token's state
         enc_q = q.states("encoder", tr.enc_states[src_sel])
         tokens = np.array(src_tokens, dtype=object)[src_sel]
         q.rows("source_tokens", base["source_tokens"] + src_sel, enc_q, [tokens])
@@ -251,10 +261,11 @@ class PartBuilder:
         """Classify the wrong sentences with the agreement of the states at their divergence step."""
         sents = self.cols.blocks["sentences"]
         for p in self._pending:
-            enc, dec, rf = agree = divergence_agreement(p, agreement)
-            verdict = self._classify(
-                dataclasses.replace(p.evidence, encoder_agreement=enc, decoder_agreement=dec)
+            enc, dec, _, enc_min = agree = divergence_agreement(p, agreement)
+            evidence = dataclasses.replace(
+                p.evidence, encoder_agreement=enc, decoder_agreement=dec, encoder_min_agreement=enc_min
             )
+            verdict = self._classify(evidence)
             sents["blamed_stage"][p.sentence] = np.asarray([verdict.stage])
             sents["error_tags"][p.sentence] = [list(verdict.tags)]
             for name, value in zip(AGREEMENT_NAMES, agree, strict=True):

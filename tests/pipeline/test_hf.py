@@ -207,6 +207,16 @@ def test_batching_gives_the_same_results_as_one_at_a_time(models, name) -> None:
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+def test_the_output_layer_reads_the_recorded_decoder_state(models, name) -> None:
+    """``logits(state)`` is the step's own logits (planted decoder faults read a state out with it)."""
+    model = models[name]
+    src, mask = _batch(model, SOURCES)
+    with torch.inference_mode():
+        out = model.forced(model.encode(src, mask), torch.full((len(SOURCES), 3), model.bos_id))
+        np.testing.assert_allclose(model.logits(out.states).numpy(), out.logits.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 def test_forced_decoding_equals_a_teacher_forced_forward_pass(models, name) -> None:
     model = models[name]
     refs = [model.tgt_ids(t) for t in TEXT[40:46]]

@@ -27,23 +27,23 @@ def evidence(**kw) -> Evidence:
 
 
 def test_search_blamed_first() -> None:
-    v = classify(evidence(search_error=True, encoder_agreement=0.0, decoder_agreement=1.0), TAX, None)
+    v = classify(evidence(search_error=True, encoder_min_agreement=0.0, decoder_agreement=1.0), TAX, None)
     assert v.stage == "search"
 
 
 @pytest.mark.parametrize("agreement,stage", [(0.2, "encoder"), (0.5, "prediction"), (None, "prediction")])
 def test_encoder_rule(agreement, stage) -> None:
-    assert classify(evidence(encoder_agreement=agreement), TAX, None).stage == stage
+    assert classify(evidence(encoder_min_agreement=agreement), TAX, None).stage == stage
 
 
 @pytest.mark.parametrize("agreement,stage", [(0.8, "decoder"), (0.5, "decoder"), (0.4, "prediction")])
 def test_decoder_rule(agreement, stage) -> None:
-    v = classify(evidence(encoder_agreement=0.9, decoder_agreement=agreement), TAX, None)
+    v = classify(evidence(encoder_min_agreement=0.9, decoder_agreement=agreement), TAX, None)
     assert v.stage == stage
 
 
 def test_encoder_comes_before_decoder() -> None:
-    assert classify(evidence(encoder_agreement=0.1, decoder_agreement=0.9), TAX, None).stage == "encoder"
+    assert classify(evidence(encoder_min_agreement=0.1, decoder_agreement=0.9), TAX, None).stage == "encoder"
 
 
 def test_diffuse_attention_at_the_divergence() -> None:

@@ -106,7 +106,7 @@ def test_redecoding_unchanged_reproduces_the_traced_sentence(tiny, train_warehou
         )
         steps = wh.sql("SELECT sent_id, step, nn_agreement FROM target_steps WHERE run_id = 'test'")
     decoding = DecodeConfig(**json.loads(run["decoding"]))
-    taxonomy = Taxonomy(**json.loads(run["options"])["taxonomy"])
+    taxonomy = Taxonomy.from_options(json.loads(run["options"])["taxonomy"])
     assert wrong.height > 0
     for s in wrong.iter_rows(named=True):
         out = redecode(tiny, Intervention(s["source"], s["reference"]), decoding, training, taxonomy)

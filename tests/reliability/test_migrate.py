@@ -1,5 +1,5 @@
 """Schema evolution: a version-1 warehouse is refused with a pointer to ``beamscope migrate``, which
-upgrades it in place through versions 2 to 5 (resumable, idempotent, vectors untouched); a
+upgrades it in place through versions 2 to 6 (resumable, idempotent, vectors untouched); a
 version-3 one gets its state clusters; a newer one is refused clearly."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tests.reliability import harness as h
 from warehouse import open_warehouse
 
 V2_COLUMNS = MIGRATIONS[2].added
+ADDED = changes_since(1).added  # every column added since version 1 (NULL once migrated)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def downgrade(src: Path, dst: Path) -> int:
     for table in CLUSTER_TABLES:  # version 4's
         shutil.rmtree(dst / "tables" / table)
     shutil.rmtree(dst / "tables" / "word_neighbours")  # version 5's (optional: not derived)
-    for table, cols in V2_COLUMNS.items():
+    for table, cols in ADDED.items():
         for part in sorted((dst / "tables" / table).glob("*/*.parquet")):
             pq.write_table(pq.read_table(part).drop(list(cols)), part, compression="zstd")
             changed.add(part)
@@ -88,7 +89,8 @@ def _vector_files(root: Path) -> dict[str, tuple[int, int]]:
 
 def test_changes_by_version() -> None:
     assert (
-        SCHEMA_VERSION == 5
+        SCHEMA_VERSION == 6
+        and migratable(5)
         and migratable(4)
         and migratable(1)
         and migratable(2)
@@ -97,12 +99,15 @@ def test_changes_by_version() -> None:
     )
     assert not migratable(SCHEMA_VERSION + 1)
     since1 = changes_since(1)
-    assert since1.added == V2_COLUMNS and since1.run_tables == ("vocabulary", *CLUSTER_TABLES)
-    assert changes_since(3).run_tables == CLUSTER_TABLES and not changes_since(3).added
-    assert changes_since(4) == type(since1)()  # version 5 added optional tables only
-    assert changes_since(2).dropped == {"target_steps": ("topk_tokens",)} and not changes_since(2).added
+    v6 = {
+        "sentences": ("nn_encoder_min_agreement", "attn_entropy_at_divergence", "attn_coverage_at_divergence")
+    }
+    assert since1.added == V2_COLUMNS | v6 and since1.run_tables == ("vocabulary", *CLUSTER_TABLES)
+    assert changes_since(3).run_tables == CLUSTER_TABLES and changes_since(3).added == v6
+    assert changes_since(4) == changes_since(5) == type(since1)(added=v6)  # 5: optional tables only
+    assert changes_since(2).dropped == {"target_steps": ("topk_tokens",)} and changes_since(2).added == v6
     assert changes_since(SCHEMA_VERSION) == type(since1)()
-    for table, cols in V2_COLUMNS.items():  # only nullable columns can be added by a migration
+    for table, cols in ADDED.items():  # only nullable columns can be added by a migration
         assert all(TABLES[table].field(c).nullable for c in cols)
 
 
@@ -110,7 +115,7 @@ def test_version_1_is_refused_with_the_migrate_command(current, tmp_path, capsys
     old = tmp_path / "v1"
     downgrade(current, old)
     msg = (
-        f"{old}/manifest.json: written by schema version 1, older than 5; "
+        f"{old}/manifest.json: written by schema version 1, older than {SCHEMA_VERSION}; "
         f"run `beamscope migrate --warehouse {old}` to upgrade it in place"
     )
     with pytest.raises(SchemaVersionError) as err:
@@ -136,10 +141,11 @@ def test_migrate_killed_then_resumed_equals_the_current_warehouse(
     assert main(["migrate", "--warehouse", str(old)]) == 0
     out = capsys.readouterr().out
     assert out == (
-        f"{old}: migrated from schema version 1 to 5 ({n_parts - 3} of {n_parts} parts rewritten)\n"
+        f"{old}: migrated from schema version 1 to {SCHEMA_VERSION} "
+        f"({n_parts - 3} of {n_parts} parts rewritten)\n"
     )
     assert main(["migrate", "--warehouse", str(old)]) == 0
-    assert capsys.readouterr().out == f"{old}: already at schema version 5; nothing to do\n"
+    assert capsys.readouterr().out == f"{old}: already at schema version {SCHEMA_VERSION}; nothing to do\n"
 
     manifest = read_manifest(old)
     assert manifest["schema_version"] == SCHEMA_VERSION and manifest["migrations"][0]["from"] == 1
@@ -156,7 +162,7 @@ def test_migrate_killed_then_resumed_equals_the_current_warehouse(
             if table == "runs":  # a run remembers the version that wrote it
                 assert got["schema_version"].to_pylist() == [1]
                 got, want = got.drop(["schema_version"]), want.drop(["schema_version"])
-            for col in V2_COLUMNS.get(table, ()):  # the new columns come back NULL
+            for col in ADDED.get(table, ()):  # the new columns come back NULL
                 assert got[col].null_count == got.num_rows, (table, col)
                 i = want.schema.get_field_index(col)
                 want = want.set_column(i, want.schema.field(i), pa.nulls(want.num_rows, pa.float32()))

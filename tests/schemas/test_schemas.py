@@ -8,7 +8,7 @@ from schemas import TABLES, decoder_states_schema, encoder_states_schema
 from schemas.layout import vector_table, vectors_dir
 
 
-@pytest.mark.parametrize("table", list(TABLES))
+@pytest.mark.parametrize("table", [t for t in TABLES if t != "blame_calibration"])  # test_calibration's
 def test_parquet_parts_match_the_schema(warehouse_dir, table) -> None:
     parts = sorted((warehouse_dir / "tables" / table).glob("*/*.parquet"))
     assert parts
