@@ -56,6 +56,7 @@ def calibrate_run(cfg: FaultConfig, progress: bool = True) -> CalibrationSummary
                 for c in (
                     "nn_encoder_min_agreement",
                     "nn_decoder_agreement",
+                    "nn_attention_agreement",
                     "attn_entropy_at_divergence",
                     "attn_coverage_at_divergence",
                 )

@@ -14,10 +14,13 @@ import numpy as np
 from pipeline.neighbours import NO_LABEL, Kind, TrainingStates
 from pipeline.taxonomy import Evidence
 
+# the share of a step's neighbours that attended most the source token the step attends most (the
+# attention rule's; a column the blame reads, not stored per step)
+ATTENTION_AGREEMENT = "nn_attention_agreement"
 # the agreement columns of each table, and the bank its states are searched in
 AGREEMENT_COLUMNS: dict[str, tuple[Kind, tuple[str, ...]]] = {
     "source_tokens": ("encoder", ("nn_agreement",)),
-    "target_steps": ("decoder", ("nn_agreement", "nn_ref_agreement")),
+    "target_steps": ("decoder", ("nn_agreement", "nn_ref_agreement", ATTENTION_AGREEMENT)),
     "reference_steps": ("decoder", ("nn_agreement",)),
 }
 # which states a trace asks about: every one ('all', the per-token columns) or only the ones
@@ -48,7 +51,7 @@ class AgreementQueue:
 
     def columns(self, n_rows: dict[str, int]) -> dict[str, dict[str, np.ndarray]]:
         """Per table, each agreement column over its ``n_rows`` rows (NaN = null)."""
-        found: dict[Kind, np.ndarray] = {}  # per bank: [queries, k] the neighbours' label codes
+        found: dict[Kind, np.ndarray] = {}  # per bank: [queries, k] the neighbours' bank rows
         out: dict[str, dict[str, np.ndarray]] = {}
         for table, (kind, names) in AGREEMENT_COLUMNS.items():
             out[table] = {name: np.full(n_rows[table], np.nan, dtype=np.float32) for name in names}
@@ -57,15 +60,16 @@ class AgreementQueue:
                 continue
             bank = self.training.bank(kind)
             if kind not in found:
-                found[kind] = bank.neighbour_labels(np.concatenate(self._queries[kind]), self.k)
+                found[kind] = bank.neighbour_rows(np.concatenate(self._queries[kind]), self.k)
             rows = np.concatenate([r for r, _, _ in pending])
             neighbours = found[kind][np.concatenate([q for _, q, _ in pending])]
             for j, name in enumerate(names):
+                attended = name == ATTENTION_AGREEMENT
                 labels = np.concatenate([ls[j] for _, _, ls in pending])
                 known = labels != None  # noqa: E711 (object array)
                 codes = np.full(len(labels), NO_LABEL, dtype=np.int32)
-                codes[known] = bank.codes(labels[known])
-                share = (neighbours == codes[:, None]).mean(1).astype(np.float32)
+                codes[known] = bank.codes(labels[known], attended)
+                share = (bank.rows_labels(neighbours, attended) == codes[:, None]).mean(1).astype(np.float32)
                 out[table][name][rows] = np.where(known, share, np.nan)
         return out
 
@@ -88,12 +92,13 @@ def focus(evidence: Evidence, n_src: int) -> tuple[int, int]:
 
 def divergence_agreement(
     p: PendingBlame, agreement: dict[str, dict[str, np.ndarray]]
-) -> tuple[float | None, float | None, float | None, float | None]:
+) -> tuple[float | None, ...]:
     """Encoder (most attended token), decoder (produced token) and reference agreement at the
-    sentence's divergence step, and the lowest agreement of any of its source tokens' states."""
+    sentence's divergence step, the lowest agreement of any of its source tokens' states, and the
+    attention agreement of its decoder state there."""
     ev, t = p.evidence, p.evidence.diverge
     if t >= len(ev.ref_ids):
-        return None, None, None, None
+        return None, None, None, None, None
     n_src = ev.ref_attention.shape[1]
     pos, _ = focus(ev, n_src)
     src = agreement["source_tokens"]["nn_agreement"]
@@ -102,7 +107,9 @@ def divergence_agreement(
     dec = _value(dec_col, p.base["target_steps"] + t) if t < len(ev.hyp_attention) else None
     ref = _value(agreement["reference_steps"]["nn_agreement"], p.base["reference_steps"] + t)
     own = src[p.base["source_tokens"] : p.base["source_tokens"] + n_src]
-    return enc, dec, ref, None if np.isnan(own).all() else float(np.nanmin(own))
+    att_col = agreement["target_steps"][ATTENTION_AGREEMENT]
+    att = _value(att_col, p.base["target_steps"] + t) if t < len(ev.hyp_attention) else None
+    return enc, dec, ref, None if np.isnan(own).all() else float(np.nanmin(own)), att
 
 
 def _value(column: np.ndarray, row: int) -> float | None:

@@ -35,11 +35,12 @@ def _steps(start: float, stop: float, step: float) -> tuple[float, ...]:
     return tuple(round(float(v), 2) for v in np.arange(start, stop + step / 2, step))
 
 
-GRID = {  # the last (first) value of each never fires
-    "attn_entropy": (*_steps(0.3, 1.0, 0.05), 1.01),
-    "coverage": (*_steps(0.1, 1.5, 0.1), 1e9),
-    "encoder_agreement": _steps(0.0, 1.0, 0.1),
-    "decoder_agreement": (*_steps(0.1, 1.0, 0.1), 1.01),
+GRID = {  # the last (encoder: first) value of each never fires
+    "attn_entropy": (*_steps(0.4, 1.0, 0.1), 1.01),
+    "coverage": (0.2, 0.3, 0.5, 0.7, 0.9, 1.2, 1e9),
+    "encoder_agreement": (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9),
+    "decoder_agreement": (0.2, 0.3, 0.5, 0.7, 0.9, 1.01),
+    "attention_agreement": (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.01),
 }
 
 

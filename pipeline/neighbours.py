@@ -6,7 +6,8 @@ training run's states of one kind, built from LanceDB (the store of the states) 
 kept beside the vectors, so no query path loads a training run's float32 states:
 
 - ``encoder``: the last encoder layer's states, labelled by their source token;
-- ``decoder``: the reference-forced decoder states, labelled by the reference token that followed.
+- ``decoder``: the reference-forced decoder states, labelled by the reference token that followed
+  and, for the attention rule, by the source token their step attended most (``attended``).
 
 Banks of at most ``EXACT_MAX`` states are exact (inner product of unit vectors = cosine); larger
 ones are an IVF index (4 * sqrt(states) lists, ``NPROBE`` searched) over float16 vectors. 8-bit
@@ -34,6 +35,7 @@ from typing import Literal
 import faiss
 import lancedb
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -97,6 +99,8 @@ class Bank:
     pos: np.ndarray  # [n] int32: src_pos (encoder) or step (decoder)
     labels: np.ndarray  # [n] int32 codes into ``vocab``
     vocab: dict[str, int]
+    attended: np.ndarray | None = None  # decoder: [n] codes of the source token its step attended most
+    attended_vocab: dict[str, int] | None = None  # the codes of ``attended``
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Row numbers [n, k] (-1 past the bank's size) and cosine distances of the ``k``
@@ -110,14 +114,27 @@ class Bank:
         sims, rows = self.index.search(q, k)
         return rows, (1 - sims).astype(np.float32)
 
-    def codes(self, tokens: np.ndarray) -> np.ndarray:
-        """Label codes of ``tokens`` (``NO_LABEL`` for a token the bank never saw)."""
-        return np.fromiter((self.vocab.get(t, NO_LABEL) for t in tokens), dtype=np.int32, count=len(tokens))
+    def codes(self, tokens: np.ndarray, attended: bool = False) -> np.ndarray:
+        """Label codes (or ``attended`` codes) of ``tokens`` (``NO_LABEL`` for one the bank never saw)."""
+        vocab = (self.attended_vocab or {}) if attended else self.vocab
+        return np.fromiter((vocab.get(t, NO_LABEL) for t in tokens), dtype=np.int32, count=len(tokens))
+
+    def neighbour_rows(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """[n, min(k, states)] bank rows of each query's nearest states (-1 if missing)."""
+        return self.search(queries, min(k, self.info.states))[0]
+
+    def rows_labels(self, rows: np.ndarray, attended: bool = False) -> np.ndarray:
+        """The label codes (or ``attended`` codes) of bank ``rows`` (``PADDING`` for -1)."""
+        labels = self.attended if attended else self.labels
+        if labels is None:
+            raise WarehouseError(
+                f"the {self.info.kind} bank of run {self.info.run_id} has no attended tokens"
+            )
+        return np.where(rows >= 0, labels[np.maximum(rows, 0)], PADDING)
 
     def neighbour_labels(self, queries: np.ndarray, k: int) -> np.ndarray:
         """[n, min(k, states)] label codes of each query's nearest states (``PADDING`` if missing)."""
-        rows, _ = self.search(queries, min(k, self.info.states))
-        return np.where(rows >= 0, self.labels[np.maximum(rows, 0)], PADDING)
+        return self.rows_labels(self.neighbour_rows(queries, k))
 
 
 def _label_codes(tokens: list[str], vocab: dict[str, int]) -> np.ndarray:
@@ -323,7 +340,28 @@ def training_states(
         if bank is None:
             raise WarehouseError(f"training run {run_id!r} has no {kind} bank; run `beamscope index`")
         banks[kind] = bank
-    return TrainingStates(run_id, banks["encoder"], banks["decoder"])
+    attended, vocab = _attended(root, run_id, banks["decoder"])
+    decoder = replace(banks["decoder"], attended=attended, attended_vocab=vocab)
+    return TrainingStates(run_id, banks["encoder"], decoder)
+
+
+def _attended(root: Path, run_id: str, bank: Bank) -> tuple[np.ndarray, dict[str, int]]:
+    """Per decoder bank row, the code of the source token the training run's reference decoding
+    attended most at that step, and the codes' vocabulary."""
+    from pipeline.writer.run import RunWriter  # the writer imports this module's readers
+
+    run = RunWriter(root, run_id)
+    steps = pl.from_arrow(run.read_table("reference_steps", ["sent_id", "step", "attn_argmax_src_pos"]))
+    tokens = pl.from_arrow(run.read_table("source_tokens", ["sent_id", "src_pos", "token"]))
+    rows = pl.DataFrame({"sent_id": bank.sent_id, "step": bank.pos.astype(np.int32)}).with_row_index("row")
+    found = (
+        rows.join(steps, on=["sent_id", "step"], how="left")
+        .join(tokens, left_on=["sent_id", "attn_argmax_src_pos"], right_on=["sent_id", "src_pos"], how="left")
+        .sort("row")["token"]
+        .to_list()
+    )
+    vocab = {t: i for i, t in enumerate(sorted({t for t in found if t is not None}))}
+    return np.array([NO_LABEL if t is None else vocab[t] for t in found], dtype=np.int32), vocab
 
 
 def resolve_training_run(

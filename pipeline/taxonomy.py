@@ -14,10 +14,14 @@ For a sentence with a reference whose hypothesis differs from it:
      broken state (it no longer looks like the token attention is after), so the most attended
      token was the broken one in 1-10% of them (``beamscope calibrate``);
    - ``decoder``: the decoder state at t* has nearest training decoder states that are mostly
-     followed by the produced (wrong) token (agreement >= ``decoder_agreement``);
-   - ``attention``: attention at t* is diffuse (entropy / log(source length) >= ``attn_entropy``)
-     or it returns to a source token already covered before t* (total weight >= ``coverage``
-     over the earlier steps) - attention reads a token it has already used;
+     followed by the produced (wrong) token (agreement >= ``decoder_agreement``), and they did
+     not read what it reads: fewer than ``attention_agreement`` of them attended most the source
+     token t* attends most;
+   - ``attention``: the same neighbours (followed by the wrong token) did read that source token
+     (the state did what the token it attended asks: attention chose the wrong token; planted
+     attention faults had been blamed on the decoder before this rule), or attention at t* is
+     diffuse (entropy / log(source length) >= ``attn_entropy``) or returns to a source token
+     already covered before t* (total weight >= ``coverage`` over the earlier steps);
    - ``prediction``: none of the above; tagged ``ref_in_topk`` when the reference token is among
      the top-k at t*, else ``ref_outside_topk``.
 
@@ -61,6 +65,7 @@ class Taxonomy:
     coverage: float = 0.3
     encoder_agreement: float = 0.5
     decoder_agreement: float = 0.5
+    attention_agreement: float = 0.3
     neighbours: int = 10
     length_ratio: float = 0.2
 
@@ -84,6 +89,7 @@ class Signals:
     search_error: Any  # the model scores the reference above its hypothesis
     encoder_agreement: Any  # the lowest of the source tokens' states (``nn_encoder_min_agreement``)
     decoder_agreement: Any  # of the decoder state, with the produced token
+    attention_agreement: Any  # of the decoder state, with the source token attended most
     attention_entropy: Any  # of the reference decoding's attention, / log(source length)
     attention_coverage: Any  # weight the reference's earlier steps gave its most attended token
 
@@ -93,12 +99,14 @@ def blame(sig: Signals, tax: Taxonomy) -> Any:
     attention = (np.asarray(sig.attention_entropy) >= tax.attn_entropy) | (
         np.asarray(sig.attention_coverage) >= tax.coverage
     )
+    decoder = np.asarray(sig.decoder_agreement) >= tax.decoder_agreement
+    read = np.asarray(sig.attention_agreement) >= tax.attention_agreement  # what its neighbours read
     stage = np.select(
         [
             np.asarray(sig.search_error, dtype=bool),
             np.asarray(sig.encoder_agreement) < tax.encoder_agreement,
-            np.asarray(sig.decoder_agreement) >= tax.decoder_agreement,
-            attention,
+            decoder & ~read,
+            decoder | attention,
         ],
         [Stage.SEARCH, Stage.ENCODER, Stage.DECODER, Stage.ATTENTION],
         Stage.PREDICTION,
@@ -121,6 +129,8 @@ class Evidence:
     has_unknown: bool
     encoder_agreement: float | None = None  # share of neighbours of the attended token's state
     encoder_min_agreement: float | None = None  # the lowest of any source token's state
+    attention_agreement: float | None = None  # share of the decoder state's neighbours that attended
+    # most the source token t* attends most
     decoder_agreement: float | None = None  # share of neighbours followed by the produced token
 
 
@@ -197,6 +207,11 @@ def classify(ev: Evidence, tax: Taxonomy, unk_id: int | None) -> Verdict:
     )
     known = lambda x: math.nan if x is None else x  # noqa: E731
     signals = Signals(
-        ev.search_error, known(ev.encoder_min_agreement), known(ev.decoder_agreement), entropy, coverage
+        ev.search_error,
+        known(ev.encoder_min_agreement),
+        known(ev.decoder_agreement),
+        known(ev.attention_agreement),
+        entropy,
+        coverage,
     )
     return Verdict(blame(signals, tax), tuple(tags), signals)

@@ -67,6 +67,7 @@ SENTENCES = pa.schema(
         pa.field("nn_decoder_agreement", pa.float32()),
         pa.field("nn_reference_agreement", pa.float32()),
         pa.field("nn_encoder_min_agreement", pa.float32()),  # lowest of any source token's state
+        pa.field("nn_attention_agreement", pa.float32()),  # neighbours that read the token t* reads
         # the attention signals of the stage rule (``pipeline.taxonomy.Signals``), wrong sentences only
         pa.field("attn_entropy_at_divergence", pa.float32()),  # normalised by log(src_len)
         pa.field("attn_coverage_at_divergence", pa.float32()),
@@ -415,6 +416,7 @@ MIGRATIONS: dict[int, Migration] = {
         added={
             "sentences": (
                 "nn_encoder_min_agreement",
+                "nn_attention_agreement",
                 "attn_entropy_at_divergence",
                 "attn_coverage_at_divergence",
             )

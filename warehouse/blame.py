@@ -20,7 +20,8 @@ WITH f AS (
     FROM runs WHERE json_extract_string(options, '$.faults.of') = $run
 )
 SELECT s.sent_id, f.planted, s.blamed_stage, s.is_search_error, s.nn_encoder_min_agreement,
-       s.nn_decoder_agreement, s.attn_entropy_at_divergence, s.attn_coverage_at_divergence
+       s.nn_decoder_agreement, s.nn_attention_agreement, s.attn_entropy_at_divergence,
+       s.attn_coverage_at_divergence
 FROM f JOIN sentences s ON s.run_id = f.run_id
 JOIN sentences o ON o.run_id = $run AND o.sent_id = s.sent_id
 WHERE NOT s.exact_match AND (f.planted <> 'search' OR o.hyp_score > s.hyp_score)

@@ -34,7 +34,8 @@ SELECT s.run_id, s.sent_id, s.split, s.source, s.reference, s.hypothesis,
        r.top1_prob AS top1_prob, r.attn_entropy AS attn_entropy, r.attn_argmax_src_pos AS attn_src_pos,
        s.hyp_score, s.ref_score, s.bleu, s.chrf, s.ter,
        s.nn_encoder_agreement, s.nn_decoder_agreement, s.nn_reference_agreement,
-       s.nn_encoder_min_agreement, s.attn_entropy_at_divergence, s.attn_coverage_at_divergence
+       s.nn_encoder_min_agreement, s.nn_attention_agreement, s.attn_entropy_at_divergence,
+       s.attn_coverage_at_divergence
 FROM sentences s
 LEFT JOIN (SELECT x.* FROM reference_steps x JOIN sentences d ON x.run_id = d.run_id
            AND x.sent_id = d.sent_id AND x.step = d.first_divergence_step) r

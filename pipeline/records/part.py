@@ -31,6 +31,7 @@ AGREEMENT_NAMES = (
     "nn_decoder_agreement",
     "nn_reference_agreement",
     "nn_encoder_min_agreement",
+    "nn_attention_agreement",
 )
 ATTENTION_SIGNALS = ("attn_entropy_at_divergence", "attn_coverage_at_divergence")
 
@@ -254,16 +255,21 @@ class PartBuilder:
         ref_at = np.array(
             [self.tgt_tokens[ref.token_ids[t]] if t < n_ref else None for t in hyp_sel], dtype=object
         )
-        labels = [self.tgt_tokens[steps.token_ids[hyp_sel]], ref_at]
+        attended = np.array(src_tokens, dtype=object)[steps.mean_attention[hyp_sel, :n_src].argmax(-1)]
+        labels = [self.tgt_tokens[steps.token_ids[hyp_sel]], ref_at, attended]
         q.rows("target_steps", base["target_steps"] + hyp_sel, rows, labels)
 
     def _blame_pending(self, agreement: dict[str, dict[str, np.ndarray]]) -> None:
         """Classify the wrong sentences with the agreement of the states at their divergence step."""
         sents = self.cols.blocks["sentences"]
         for p in self._pending:
-            enc, dec, _, enc_min = agree = divergence_agreement(p, agreement)
+            enc, dec, _, enc_min, att = agree = divergence_agreement(p, agreement)
             evidence = dataclasses.replace(
-                p.evidence, encoder_agreement=enc, decoder_agreement=dec, encoder_min_agreement=enc_min
+                p.evidence,
+                encoder_agreement=enc,
+                decoder_agreement=dec,
+                encoder_min_agreement=enc_min,
+                attention_agreement=att,
             )
             verdict = self._classify(evidence)
             sents["blamed_stage"][p.sentence] = np.asarray([verdict.stage])

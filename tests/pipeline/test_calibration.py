@@ -29,9 +29,12 @@ def test_blame_of_arrays_is_the_blame_of_each_sentence() -> None:
         np.where(rng.random(n) < 0.2, np.nan, rng.random(n)),
         np.where(rng.random(n) < 0.2, np.nan, rng.random(n)),
         rng.random(n),
+        rng.random(n),
         rng.random(n) * 1.5,
     )
-    tax = Taxonomy(attn_entropy=0.8, coverage=1.0, encoder_agreement=0.3, decoder_agreement=0.7)
+    tax = Taxonomy(
+        attn_entropy=0.8, coverage=1.0, encoder_agreement=0.3, decoder_agreement=0.7, attention_agreement=0.4
+    )
     together = blame(sig, tax)
     for i in range(n):
         one = Signals(*(np.asarray(v)[i].item() for v in vars(sig).values()))
@@ -50,21 +53,24 @@ def test_classify_records_the_signals_its_stage_comes_from() -> None:
 
 
 def test_fit_finds_the_thresholds_that_separate_known_faults() -> None:
-    """Encoder faults at agreement 0.7, the others at 0.95; decoder faults at 0.6, others 0.2:
-    the defaults (0.5, 0.5) miss the encoder faults, the fit separates every stage."""
+    """Encoder faults at agreement 0.65, the others at 0.95; decoder and attention faults at
+    decoder agreement 0.6, the others 0.2; attention faults read what their neighbours read (0.8),
+    decoder faults did not (0.1): the defaults miss the encoder faults, the fit separates all."""
     planted = np.repeat(np.array(["search", "encoder", "decoder", "attention", "prediction"]), 20)
     n = len(planted)
     sig = Signals(
         planted == "search",
-        np.where(planted == "encoder", 0.7, 0.95),
-        np.where(planted == "decoder", 0.6, 0.2),
-        np.where(planted == "attention", 0.9, 0.4),
+        np.where(planted == "encoder", 0.65, 0.95),
+        np.where(np.isin(planted, ["decoder", "attention"]), 0.6, 0.2),
+        np.where(planted == "attention", 0.8, 0.1),
+        np.full(n, 0.4),
         np.zeros(n),
     )
     faults = Faults(np.arange(n), planted, blame(sig, Taxonomy()), sig)
     assert macro_f1(planted, faults.blamed) < 0.9
     tax = fit(faults, Taxonomy())
-    assert 0.7 < tax.encoder_agreement <= 0.95 and 0.2 < tax.decoder_agreement <= 0.6
+    assert 0.65 < tax.encoder_agreement <= 0.95 and 0.2 < tax.decoder_agreement <= 0.6
+    assert 0.1 < tax.attention_agreement <= 0.8
     assert macro_f1(planted, blame(sig, tax)) == 1.0
     assert all(p == r == 1.0 for p, r in scores(planted, blame(sig, tax)).values())
 
@@ -94,6 +100,7 @@ def test_the_calibration_is_recorded_and_reproduces_the_blame(calibrated_warehou
                 for c in (
                     "nn_encoder_min_agreement",
                     "nn_decoder_agreement",
+                    "nn_attention_agreement",
                     "attn_entropy_at_divergence",
                     "attn_coverage_at_divergence",
                 )

@@ -100,7 +100,12 @@ def test_changes_by_version() -> None:
     assert not migratable(SCHEMA_VERSION + 1)
     since1 = changes_since(1)
     v6 = {
-        "sentences": ("nn_encoder_min_agreement", "attn_entropy_at_divergence", "attn_coverage_at_divergence")
+        "sentences": (
+            "nn_encoder_min_agreement",
+            "nn_attention_agreement",
+            "attn_entropy_at_divergence",
+            "attn_coverage_at_divergence",
+        )
     }
     assert since1.added == V2_COLUMNS | v6 and since1.run_tables == ("vocabulary", *CLUSTER_TABLES)
     assert changes_since(3).run_tables == CLUSTER_TABLES and changes_since(3).added == v6
