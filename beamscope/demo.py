@@ -6,7 +6,8 @@ so far that about one test sentence in ten is wrong. Each traces a training samp
 neighbour bank its test run's blame searches), then the test split with beam 5; the numbers test
 split is also decoded greedily, so search errors and the compare page have material. The numbers
 beam-5 run is traced last: the overview opens on it. Then the numbers errors are attributed
-(integrated gradients) and both test runs perturbed (pages never open on a perturbation run).
+(integrated gradients), both test runs perturbed and their blame calibrated on planted faults
+(pages never open on a perturbation or fault run).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from pathlib import Path
 
 import polars as pl
 
+from beamscope.calibrate import calibrate_run
 from pipeline.attribute import AttributeConfig, attribute_run
 from pipeline.attribution import Method
 from pipeline.beam import DecodeConfig
+from pipeline.fault_runs import FaultConfig
 from pipeline.models import load_model, resolve_device
 from pipeline.neighbours import KINDS, bank_info
 from pipeline.perturb_run import PerturbConfig, perturb_run
@@ -80,6 +83,7 @@ def run_demo(cfg: DemoConfig) -> Path:
         trains.append(_trace(cfg, spec, model_dir, warehouse, "train", cfg.n_train, 5))
         tests += [_trace(cfg, spec, model_dir, warehouse, "test", cfg.n_test, beam) for beam in spec.beams]
     why = _why(cfg, warehouse, tests)
+    _calibrate(cfg, warehouse, [run for run in tests if not run.endswith(".beam1")])
     for r in build_indexes(warehouse, trains + tests):
         print(f"index {r.table}: {r.rows} vectors" + (f", {r.params['scalar_indexes']}" if r.built else ""))
     for run, kind in ((run, kind) for run in trains for kind in KINDS):  # built by the test runs' traces
@@ -106,6 +110,22 @@ def run_demo(cfg: DemoConfig) -> Path:
 ATTRIBUTED = "NOT exact_match OR sent_id < 200"  # every error, and correct sentences to compare with
 PERTURBED = {"dates": ("reformat", "case", "punct"), "numbers": ("plus_one",)}
 PERTURB_SENTENCES = 1000
+
+
+CALIBRATION_FAULTS = 200  # per stage and model
+
+
+def _calibrate(cfg: DemoConfig, warehouse: Path, runs: list[str]) -> None:
+    """Plant faults in each model's beam-5 test run and measure its blame (the overview and
+    ``beamscope errors`` show the precision of each stage beside the stage breakdown)."""
+    for run in runs:
+        s = calibrate_run(FaultConfig(str(warehouse), run, n=CALIBRATION_FAULTS, device=cfg.device))
+        met = s.calibration.blamed("recorded")
+        planted = s.calibration.faults.planted
+        print(
+            f"calibrated the blame of {run} on {len(planted)} planted faults in {s.seconds:.0f}s: "
+            f"{(met == planted).mean():.0%} blamed on the planted stage (beamscope calibrate --run {run})"
+        )
 
 
 def _why(cfg: DemoConfig, warehouse: Path, tests: list[str]) -> list[str]:

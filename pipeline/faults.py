@@ -227,6 +227,7 @@ def plan_faults(
 ) -> dict[int, Fault]:
     """One fault of ``stage`` per sentence of ``clean`` where one can be planted (sent_id -> fault):
     at a random step t of its output, with the choices of the module doc drawn at random."""
+    check_takes(model, stage)
     rng = np.random.default_rng([seed, list(MODEL_STAGES).index(stage)])
     faults: dict[int, Fault] = {}
     for start in range(0, len(clean), batch):
@@ -236,6 +237,21 @@ def plan_faults(
             if fault is not None:
                 faults[c.sent_id] = fault.check(len(c.src_ids), len(c.out_ids), model)
     return faults
+
+
+@torch.inference_mode()
+def check_takes(model: Seq2SeqAdapter, stage: Stage) -> None:
+    """A ConfigError unless ``model`` can take faults of ``stage`` (one decoder step, probed)."""
+    src, mask = pad([[model.eos_id]], model.pad_id, model.device)
+    enc = model.encode(src, mask)
+    cache, tokens = model.start(enc, 1), torch.tensor([model.bos_id], device=model.device)
+    try:
+        if stage == Stage.ATTENTION:
+            model.step(enc, tokens, cache, RowAttentionEdit(0, (0,)))
+        elif stage == Stage.DECODER:
+            model.logits(model.step(enc, tokens, cache).state)
+    except ConfigError as e:
+        raise ConfigError(f"model {model.name} cannot take {stage} faults: {e}") from None
 
 
 def _draw(stage: Stage, c: Clean, view: _View, rng: np.random.Generator) -> Fault | None:

@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import assert_one_line_error, run_cli
 
-VERBS = ["train", "trace", "index", "migrate", "sql", "errors", "compare", "serve", "demo"]
+VERBS = ["train", "trace", "calibrate", "index", "migrate", "sql", "errors", "compare", "serve", "demo"]
 
 
 @pytest.mark.parametrize("verb", VERBS)

@@ -17,6 +17,7 @@ import transformers
 
 from pipeline.batching import pad
 from pipeline.beam import DecodeConfig, beam_search
+from pipeline.faults import check_takes
 from pipeline.forced import force_decode
 from pipeline.models import BuiltinModel, Seq2SeqAdapter, load_model
 from pipeline.models.hf import HFModel
@@ -24,6 +25,7 @@ from pipeline.models.protocol import AttentionEdit, Encoded
 from pipeline.trace import TraceConfig, _select, trace
 from pipeline.vocab import UNK
 from schemas import CheckpointError, ConfigError
+from schemas.stages import Stage
 from tests.pipeline.attribution_checks import assert_complete, assert_equals_captum, produced
 from tests.pipeline.hf_builders import ATOL, BUILDERS, FAMILIES, MAX_NEW, SOURCES, TEXT
 from warehouse import open_warehouse
@@ -327,6 +329,11 @@ def test_attention_edits_are_refused(models) -> None:
             DecodeConfig(beam=1, max_len=4),
             edit=AttentionEdit(step=0, positions=(0,)),
         )
+    message = f"model {model.name} cannot take attention faults: attention edits"
+    with pytest.raises(ConfigError, match=message):  # planted attention faults: one line, up front
+        check_takes(model, Stage.ATTENTION)
+    for stage in (Stage.ENCODER, Stage.DECODER, Stage.PREDICTION):  # these it takes
+        check_takes(model, stage)
 
 
 @pytest.mark.parametrize(
