@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.calibration import HALVES, Faults, fit, halves, macro_f1, scores
 from pipeline.taxonomy import Evidence, Signals, Taxonomy, blame, classify
-from schemas import TABLES
+from schemas import KEYS, TABLES
 from schemas.stages import STAGES, Stage
 from tests.helpers import assert_one_line_error, run_cli, trace_run
 from warehouse import open_warehouse
@@ -91,6 +91,8 @@ def test_the_calibration_is_recorded_and_reproduces_the_blame(calibrated_warehou
     assert f.schema_arrow.equals(TABLES["blame_calibration"], check_metadata=False)
     assert f.metadata.row_group(0).column(0).compression == "ZSTD"
     with open_warehouse(root) as wh:
+        keys = ", ".join(KEYS["blame_calibration"])
+        assert wh.sql(f"SELECT {keys} FROM blame_calibration GROUP BY ALL HAVING count(*) > 1").is_empty()
         found = planted_faults(wh, "test")
         assert set(found["planted"]) == set(STAGES)
         sig = Signals(
@@ -135,8 +137,11 @@ def test_the_report_and_the_overview_show_the_blames_precision(calibrated_wareho
     with open_warehouse(calibrated_warehouse_dir) as wh:
         trust = reliability(wh, "test")
         assert trust is not None and trust.same_thresholds and trust.taxonomy == "recorded"
-        text = format_report(error_report(wh, "test"))
+        report = error_report(wh, "test")
+        text = format_report(report)
         assert "blame precision" in text and "held-out planted faults of run test" in text
+        stages = json.loads(report.to_json())["blame_reliability"]["stages"]
+        assert [s["stage"] for s in stages] == list(STAGES) and all("precision" in s for s in stages)
         from bench.dash_client import DashClient, FlaskTransport
         from dashboard.app import create_app
         from tests.dashboard.test_compare import page_text
