@@ -64,6 +64,13 @@ def shots(run: str, greedy: str, sent_id: int, reference: str, changed: int) -> 
     return [
         Shot("overview", f"/?run={run}", "Sentences by blamed stage", 1500),
         Shot(
+            "blame-trust",
+            f"/?run={run}",
+            "How far to trust the blamed stage",
+            1500,
+            "//div[contains(@class, 'grid2')][.//h4[starts-with(., 'How far to trust')]]",
+        ),
+        Shot(
             "clusters",
             f"/?run={run}",
             "Sentences by blamed stage",
