@@ -24,10 +24,11 @@ import transformers
 from torch import Tensor, nn
 from transformers.modeling_outputs import BaseModelOutput
 
+from pipeline.models import hf_edits
 from pipeline.models.builtin import file_hash
 from pipeline.models.hf_compat import cache_keyword, check_version, logits_processors
 from pipeline.models.protocol import Edit, Encoded, ForcedOutput, StepOutput
-from schemas import CheckpointError, ConfigError
+from schemas import CheckpointError
 
 FAMILIES = ("marian", "t5", "bart")  # config.json "model_type" values this adapter is tested with
 WEIGHTS = (
@@ -129,8 +130,10 @@ class HFModel:
 
     @torch.no_grad()
     def step(self, enc: Encoded, tokens: Tensor, cache: HFCache, edit: Edit | None = None) -> StepOutput:
-        _no_edit(edit)
-        out = self._forward(cache.states, cache.mask, tokens[:, None], cache.kv)
+        if edit is not None:
+            hf_edits.check(self.net)
+        with hf_edits.editing(edit):
+            out = self._forward(cache.states, cache.mask, tokens[:, None], cache.kv)
         cache.kv = getattr(out, self._cache_kw)
         # cross_attentions: per layer [rows, heads, 1, src] -> [rows, layers, heads, src]
         attention = torch.stack([a[:, :, -1] for a in out.cross_attentions], dim=1)
@@ -254,6 +257,7 @@ def load_hf(path: Path, device: torch.device) -> HFModel:
                 path=str(path / "generation_config.json"),
             )
     model.eval().to(device)
+    hf_edits.enable(model)  # what-if attention edits, through the family's own attention
     adapter = HFModel(path.name, model, tokenizer)
     adapter.path = path
     adapter.hash = file_hash(weights[0])
@@ -301,8 +305,3 @@ def _static_bans(gen: Any, eos_id: int) -> list[int]:
     """Tokens ``generate()`` never emits at any step (single-token bad words, suppressed tokens)."""
     bad = {w[0] for w in gen.bad_words_ids or [] if len(w) == 1 and w[0] != eos_id}
     return sorted(bad | set(gen.suppress_tokens or []))
-
-
-def _no_edit(edit: Edit | None) -> None:
-    if edit is not None:
-        raise ConfigError("attention edits (what-if) are not supported for Hugging Face models yet")

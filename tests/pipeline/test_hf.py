@@ -320,20 +320,47 @@ def test_incomplete_or_damaged_directory_is_a_checkpoint_error(hf_dirs, tmp_path
         load_model(d, "cpu")
 
 
-def test_attention_edits_are_refused(models) -> None:
-    model = models["t5"]
-    with torch.inference_mode(), pytest.raises(ConfigError, match="attention edits"):
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("mode", ["set", "scale"])
+def test_an_attention_edit_changes_its_step_on_every_layer_and_head(models, name, mode) -> None:
+    """What-if attention edits on Hugging Face models: the step's row is edited exactly as asked on
+    every layer and head (``AttentionEdit.apply`` of the unedited row), earlier steps untouched."""
+    model = models[name]
+    cfg = DecodeConfig(beam=1, max_len=MAX_NEW, per_head=True)
+    edit = AttentionEdit(step=2, positions=(1,), mode=mode, factor=0.0)
+    with torch.inference_mode():
+        for source in SOURCES:  # one the random model decodes for four steps at least
+            enc = model.encode(*_batch(model, [source]))
+            base = beam_search(model, enc, cfg, trace=True)[0].steps.attention
+            if len(base) >= 4:
+                break
+        edited = beam_search(model, enc, cfg, trace=True, edit=edit)[0].steps.attention
+    np.testing.assert_allclose(edited[:2], base[:2], atol=1e-6)
+    layers, heads = edited.shape[1:3]
+    assert layers * heads > 1
+    if mode == "set":
+        assert np.allclose(edited[2][..., 1], 1.0)
+    else:
+        assert np.allclose(edited[2][..., 1], 0.0) and np.allclose(edited[2].sum(-1), 1.0, atol=1e-5)
+    # the first layer reads the same query: its edited row is the edit of the unedited row
+    want = edit.apply(torch.from_numpy(base[2][0])).numpy()
+    np.testing.assert_allclose(edited[2][0], want, atol=1e-5)
+    for stage in (Stage.ENCODER, Stage.DECODER, Stage.ATTENTION, Stage.PREDICTION):  # planted faults too
+        check_takes(model, stage)
+
+
+def test_a_model_whose_cross_attention_edits_cannot_reach_is_refused(hf_dirs) -> None:
+    model = load_model(hf_dirs["bart"], torch.device("cpu"))
+    model.net.set_attn_implementation("sdpa")  # attention no longer eager: edits cannot reach it
+    with pytest.raises(ConfigError, match="cannot take attention faults: attention edits do not reach"):
+        check_takes(model, Stage.ATTENTION)
+    with torch.inference_mode(), pytest.raises(ConfigError, match="attention edits do not reach"):
         beam_search(
             model,
             model.encode(*_batch(model, SOURCES[:1])),
             DecodeConfig(beam=1, max_len=4),
             edit=AttentionEdit(step=0, positions=(0,)),
         )
-    message = f"model {model.name} cannot take attention faults: attention edits"
-    with pytest.raises(ConfigError, match=message):  # planted attention faults: one line, up front
-        check_takes(model, Stage.ATTENTION)
-    for stage in (Stage.ENCODER, Stage.DECODER, Stage.PREDICTION):  # these it takes
-        check_takes(model, stage)
 
 
 @pytest.mark.parametrize(
