@@ -28,7 +28,7 @@ from pipeline.models import hf_edits
 from pipeline.models.builtin import file_hash
 from pipeline.models.hf_compat import cache_keyword, check_version, logits_processors
 from pipeline.models.protocol import Edit, Encoded, ForcedOutput, StepOutput
-from schemas import CheckpointError
+from schemas import CheckpointError, ConfigError
 
 FAMILIES = ("marian", "t5", "bart")  # config.json "model_type" values this adapter is tested with
 WEIGHTS = (
@@ -74,6 +74,7 @@ class HFModel:
         self._processors: dict[int, Any] = {}
         self._banned = _static_bans(gen, self.eos_id)
         self._cache_kw = cache_keyword(model)
+        self._edits: bool | None = None  # whether attention edits reach the model (probed on first use)
 
     @property
     def device(self) -> torch.device:
@@ -131,13 +132,30 @@ class HFModel:
     @torch.no_grad()
     def step(self, enc: Encoded, tokens: Tensor, cache: HFCache, edit: Edit | None = None) -> StepOutput:
         if edit is not None:
-            hf_edits.check(self.net)
+            self._check_edits()
         with hf_edits.editing(edit):
             out = self._forward(cache.states, cache.mask, tokens[:, None], cache.kv)
         cache.kv = getattr(out, self._cache_kw)
         # cross_attentions: per layer [rows, heads, 1, src] -> [rows, layers, heads, src]
         attention = torch.stack([a[:, :, -1] for a in out.cross_attentions], dim=1)
         return StepOutput(out.logits[:, -1], attention, out.decoder_hidden_states[-1][:, -1], cache)
+
+    def _check_edits(self) -> None:
+        """A ConfigError unless attention edits reach this model (probed once)."""
+        if self._edits is None:
+            with torch.no_grad():
+                self._edits = hf_edits.reaches(self.net, self._probe_step)
+        if not self._edits:
+            kind = self.net.config.model_type
+            raise ConfigError(f"attention edits do not reach the cross-attention of model_type {kind!r}")
+
+    def _probe_step(self) -> Tensor | None:
+        """Every layer's cross-attention weights of one decoder step over a one-token source."""
+        mask = torch.ones(1, 1, dtype=torch.bool, device=self.device)
+        states = self.encode(torch.tensor([[self.eos_id]], device=self.device), mask).states
+        tokens = torch.tensor([[self.bos_id]], device=self.device)
+        found = self._forward(states, mask.long(), tokens, None, use_cache=False).cross_attentions
+        return torch.stack(found) if found and all(a is not None for a in found) else None
 
     def reorder(self, cache: HFCache, rows: Tensor) -> HFCache:
         """``EncoderDecoderCache.reorder_cache`` for the decoder's self-attention. The cross-attention

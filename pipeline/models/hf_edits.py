@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -23,7 +23,6 @@ import transformers
 from torch import nn
 
 from pipeline.models.protocol import Edit
-from schemas import ConfigError
 
 IMPLEMENTATION = "eager"
 CROSS_ATTENTION = ("encoder_attn", "EncDecAttention")  # the decoder's cross-attention module names
@@ -44,20 +43,31 @@ def _attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value:
 
 def enable(model: Any) -> None:
     """Route eager attention through ``_attention`` and mark ``model``'s cross-attention modules
-    (a model without them, or not eager, cannot take edits: ``check`` says so)."""
+    (``reaches`` tells whether edits then reach them)."""
     transformers.AttentionInterface.register(IMPLEMENTATION, _attention)
     for name, module in model.named_modules():
         if name.split(".")[-1] in CROSS_ATTENTION:
             module._beamscope_cross = True
 
 
-def check(model: Any) -> None:
-    """A ConfigError unless edits reach ``model``'s cross-attention."""
-    modules = [m for m in model.modules() if getattr(m, "_beamscope_cross", False)]
-    if not modules or model.config._attn_implementation != IMPLEMENTATION:
-        raise ConfigError(
-            f"attention edits do not reach the cross-attention of model_type {model.config.model_type!r}"
-        )
+def reaches(model: Any, forward: Callable[[], torch.Tensor | None]) -> bool:
+    """Whether an edit reaches ``model``'s cross-attention: ``forward()`` (one decoder step) is
+    run under an edit that moves every row to source position 0, and every layer's and head's
+    weights must show it. A family whose attention bypasses the interface fails this."""
+    if not any(getattr(m, "_beamscope_cross", False) for m in model.modules()):
+        return False
+    with editing(_Probe()):
+        weights = forward()  # None: the model returns no attention weights
+    return weights is not None and bool(torch.allclose(weights[..., 0], torch.ones_like(weights[..., 0])))
+
+
+class _Probe:
+    """An edit that sends every row to source position 0."""
+
+    def apply(self, weights: torch.Tensor) -> torch.Tensor:
+        edited = torch.zeros_like(weights)
+        edited[..., 0] = 1.0
+        return edited
 
 
 @contextlib.contextmanager
