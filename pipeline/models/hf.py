@@ -30,7 +30,7 @@ from pipeline.models.hf_compat import cache_keyword, check_version, logits_proce
 from pipeline.models.protocol import Edit, Encoded, ForcedOutput, StepOutput
 from schemas import CheckpointError, ConfigError
 
-FAMILIES = ("marian", "t5", "bart")  # config.json "model_type" values this adapter is tested with
+FAMILIES = ("marian", "t5", "bart", "pegasus")  # config.json "model_type" values this adapter is tested with
 WEIGHTS = (
     "model.safetensors",
     "model.safetensors.index.json",

@@ -1,4 +1,4 @@
-"""Tiny Hugging Face models (Marian, T5, BART) with tokenizers trained on the spot, for the tests."""
+"""Tiny Hugging Face models (Marian, T5, BART, Pegasus) with tokenizers trained on the spot, for the tests."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tokenizers import ByteLevelBPETokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 
-FAMILIES = ["marian", "t5", "bart"]
+FAMILIES = ["marian", "t5", "bart", "pegasus"]
 SIZES = dict(d_model=32, layers=2, heads=4, ffn=64)
 MAX_NEW = 12
 ATOL = 1e-4
@@ -125,7 +125,8 @@ def build_t5(out: Path) -> None:
 
 
 def _eos_along_mean_state(model, tok, value: float) -> None:
-    """T5 has no logits bias: raise the EOS logit of the average decoder state by ``value`` instead."""
+    """Raise the EOS logit of the average decoder state by ``value`` (T5 has no logits bias; with a
+    bias alone a tiny Pegasus ends every hypothesis at once or never)."""
     batch = tok(TEXT[:32], text_target=TEXT[32:64], return_tensors="pt", padding=True)
     with torch.no_grad():
         mean = model(**batch, output_hidden_states=True).decoder_hidden_states[-1][:, 1:].mean(dim=(0, 1))
@@ -164,4 +165,30 @@ def build_bart(out: Path) -> None:
     tok.save_pretrained(out)
 
 
-BUILDERS = {"marian": build_marian, "t5": build_t5, "bart": build_bart}
+def build_pegasus(out: Path) -> None:
+    sp = spm.SentencePieceProcessor(model_proto=_spm(200))
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    tok = transformers.PegasusTokenizer(vocab=vocab, offset=0)  # <pad> 0, </s> 1, <unk> 2
+    config = transformers.PegasusConfig(
+        vocab_size=len(tok),
+        d_model=SIZES["d_model"],
+        encoder_layers=SIZES["layers"],
+        decoder_layers=SIZES["layers"],
+        encoder_attention_heads=SIZES["heads"],
+        decoder_attention_heads=SIZES["heads"],
+        encoder_ffn_dim=SIZES["ffn"],
+        decoder_ffn_dim=SIZES["ffn"],
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    model = transformers.PegasusForConditionalGeneration(config)
+    _randomise(model)
+    _eos_along_mean_state(model, tok, 4.0)
+    model.generation_config.forced_eos_token_id = 1  # as the pegasus checkpoints ship
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+BUILDERS = {"marian": build_marian, "t5": build_t5, "bart": build_bart, "pegasus": build_pegasus}

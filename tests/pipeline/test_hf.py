@@ -312,7 +312,7 @@ def test_incomplete_or_damaged_directory_is_a_checkpoint_error(hf_dirs, tmp_path
     elif damage == "resized":
         (d / "config.json").write_text(json.dumps({**config, "d_ff": 128}))
     elif damage == "unsupported":
-        (d / "config.json").write_text(json.dumps({**config, "model_type": "pegasus"}))
+        (d / "config.json").write_text(json.dumps({**config, "model_type": "led"}))
     else:
         gen = json.loads((d / "generation_config.json").read_text())
         (d / "generation_config.json").write_text(json.dumps({**gen, "encoder_no_repeat_ngram_size": 2}))
