@@ -30,7 +30,13 @@ from pipeline.models.hf_compat import cache_keyword, check_version, logits_proce
 from pipeline.models.protocol import Edit, Encoded, ForcedOutput, StepOutput
 from schemas import CheckpointError, ConfigError
 
-FAMILIES = ("marian", "t5", "bart", "pegasus")  # config.json "model_type" values this adapter is tested with
+FAMILIES = (
+    "marian",
+    "t5",
+    "bart",
+    "pegasus",
+    "led",
+)  # config.json "model_type" values this adapter is tested with
 WEIGHTS = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -150,9 +156,9 @@ class HFModel:
             raise ConfigError(f"attention edits do not reach the cross-attention of model_type {kind!r}")
 
     def _probe_step(self) -> Tensor | None:
-        """Every layer's cross-attention weights of one decoder step over a one-token source."""
-        mask = torch.ones(1, 1, dtype=torch.bool, device=self.device)
-        states = self.encode(torch.tensor([[self.eos_id]], device=self.device), mask).states
+        """Every layer's cross-attention weights of one decoder step over a three-token source."""
+        mask = torch.ones(1, 3, dtype=torch.bool, device=self.device)
+        states = self.encode(torch.full((1, 3), self.eos_id, device=self.device), mask).states
         tokens = torch.tensor([[self.bos_id]], device=self.device)
         found = self._forward(states, mask.long(), tokens, None, use_cache=False).cross_attentions
         return torch.stack(found) if found and all(a is not None for a in found) else None

@@ -51,22 +51,23 @@ def enable(model: Any) -> None:
 
 
 def reaches(model: Any, forward: Callable[[], torch.Tensor | None]) -> bool:
-    """Whether an edit reaches ``model``'s cross-attention: ``forward()`` (one decoder step) is
-    run under an edit that moves every row to source position 0, and every layer's and head's
-    weights must show it. A family whose attention bypasses the interface fails this."""
+    """Whether an edit reaches ``model``'s cross-attention: ``forward()`` (one decoder step over a
+    source of several tokens) is run under an edit that moves every row to the last source
+    position, and every layer's and head's weights must show it. A family whose attention
+    bypasses the interface fails this."""
     if not any(getattr(m, "_beamscope_cross", False) for m in model.modules()):
         return False
     with editing(_Probe()):
         weights = forward()  # None: the model returns no attention weights
-    return weights is not None and bool(torch.allclose(weights[..., 0], torch.ones_like(weights[..., 0])))
+    return weights is not None and bool(torch.allclose(weights[..., -1], torch.ones_like(weights[..., -1])))
 
 
 class _Probe:
-    """An edit that sends every row to source position 0."""
+    """An edit that sends every row to the last source position."""
 
     def apply(self, weights: torch.Tensor) -> torch.Tensor:
         edited = torch.zeros_like(weights)
-        edited[..., 0] = 1.0
+        edited[..., -1] = 1.0
         return edited
 
 

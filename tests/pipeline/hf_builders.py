@@ -15,7 +15,8 @@ from tokenizers import ByteLevelBPETokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 
-FAMILIES = ["marian", "t5", "bart", "pegasus"]
+FAMILIES = ["marian", "t5", "bart", "pegasus", "led"]
+EDITABLE = ["marian", "t5", "bart", "pegasus"]  # LED computes its attention itself: edits are refused
 SIZES = dict(d_model=32, layers=2, heads=4, ffn=64)
 MAX_NEW = 12
 ATOL = 1e-4
@@ -165,6 +166,40 @@ def build_bart(out: Path) -> None:
     tok.save_pretrained(out)
 
 
+def build_led(out: Path) -> None:
+    bpe = ByteLevelBPETokenizer()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe.train_from_iterator(
+        TEXT, vocab_size=300, min_frequency=2, special_tokens=specials, show_progress=False
+    )
+    spec = json.loads(bpe._tokenizer.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]
+    tok = transformers.LEDTokenizer(vocab=spec["vocab"], merges=merges)
+    config = transformers.LEDConfig(
+        vocab_size=len(spec["vocab"]),
+        d_model=SIZES["d_model"],
+        encoder_layers=SIZES["layers"],
+        decoder_layers=SIZES["layers"],
+        encoder_attention_heads=SIZES["heads"],
+        decoder_attention_heads=SIZES["heads"],
+        encoder_ffn_dim=SIZES["ffn"],
+        decoder_ffn_dim=SIZES["ffn"],
+        max_encoder_position_embeddings=64,
+        max_decoder_position_embeddings=64,
+        attention_window=[8] * SIZES["layers"],
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+    )
+    model = transformers.LEDForConditionalGeneration(config)
+    _randomise(model, eos_bias=3.0)
+    gen = model.generation_config  # the processors of bart-large-cnn, except a short min_length
+    gen.forced_bos_token_id, gen.forced_eos_token_id, gen.no_repeat_ngram_size, gen.min_length = 0, 2, 3, 3
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
 def build_pegasus(out: Path) -> None:
     sp = spm.SentencePieceProcessor(model_proto=_spm(200))
     vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
@@ -191,4 +226,10 @@ def build_pegasus(out: Path) -> None:
     tok.save_pretrained(out)
 
 
-BUILDERS = {"marian": build_marian, "t5": build_t5, "bart": build_bart, "pegasus": build_pegasus}
+BUILDERS = {
+    "marian": build_marian,
+    "t5": build_t5,
+    "bart": build_bart,
+    "pegasus": build_pegasus,
+    "led": build_led,
+}

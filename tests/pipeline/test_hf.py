@@ -6,6 +6,7 @@ tokenizers trained here (sentence-piece unigram, byte-level BPE); nothing is dow
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -27,7 +28,7 @@ from pipeline.vocab import UNK
 from schemas import CheckpointError, ConfigError
 from schemas.stages import Stage
 from tests.pipeline.attribution_checks import assert_complete, assert_equals_captum, produced
-from tests.pipeline.hf_builders import ATOL, BUILDERS, FAMILIES, MAX_NEW, SOURCES, TEXT
+from tests.pipeline.hf_builders import ATOL, BUILDERS, EDITABLE, FAMILIES, MAX_NEW, SOURCES, TEXT
 from warehouse import open_warehouse
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
@@ -312,7 +313,7 @@ def test_incomplete_or_damaged_directory_is_a_checkpoint_error(hf_dirs, tmp_path
     elif damage == "resized":
         (d / "config.json").write_text(json.dumps({**config, "d_ff": 128}))
     elif damage == "unsupported":
-        (d / "config.json").write_text(json.dumps({**config, "model_type": "led"}))
+        (d / "config.json").write_text(json.dumps({**config, "model_type": "fsmt"}))
     else:
         gen = json.loads((d / "generation_config.json").read_text())
         (d / "generation_config.json").write_text(json.dumps({**gen, "encoder_no_repeat_ngram_size": 2}))
@@ -328,6 +329,15 @@ def test_an_attention_edit_changes_its_step_on_every_layer_and_head(models, name
     model = models[name]
     cfg = DecodeConfig(beam=1, max_len=MAX_NEW, per_head=True)
     edit = AttentionEdit(step=2, positions=(1,), mode=mode, factor=0.0)
+    if name not in EDITABLE:  # refused in one line, never left unedited
+        message = f"attention edits do not reach the cross-attention of model_type '{name}'"
+        with torch.inference_mode(), pytest.raises(ConfigError, match=message):
+            beam_search(
+                model, model.encode(*_batch(model, SOURCES[:1])), cfg, edit=dataclasses.replace(edit, step=0)
+            )
+        with pytest.raises(ConfigError, match=f"cannot take attention faults: {message}"):
+            check_takes(model, Stage.ATTENTION)
+        return
     with torch.inference_mode():
         for source in SOURCES:  # one the random model decodes for four steps at least
             enc = model.encode(*_batch(model, [source]))
