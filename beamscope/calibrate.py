@@ -13,17 +13,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.calibration import TABLE, Calibration, Faults, calibrate
 from pipeline.fault_runs import FaultConfig, fault_runs
 from pipeline.origin import complete_run
-from pipeline.taxonomy import Signals, blame
+from pipeline.taxonomy import blame
 from pipeline.writer.run import RunWriter
 from schemas import ConfigError
 from schemas.layout import warehouse_root
 from warehouse import open_warehouse, write_duckdb_file
-from warehouse.blame import planted_faults
+from warehouse.blame import planted_faults, planted_signals
 
 
 @dataclass(frozen=True)
@@ -44,24 +42,11 @@ def calibrate_run(cfg: FaultConfig, progress: bool = True) -> CalibrationSummary
         found = planted_faults(wh, cfg.run)
     if found.is_empty():
         raise ConfigError(f"no planted fault changed an output of run {cfg.run!r}: nothing to measure")
-    col = lambda name: found[name].to_numpy()  # noqa: E731
     faults = Faults(
-        col("sent_id"),
-        col("planted").astype(str),
-        col("blamed_stage").astype(str),
-        Signals(
-            col("is_search_error").astype(bool),
-            *(
-                found[c].cast(float).fill_null(np.nan).to_numpy()
-                for c in (
-                    "nn_encoder_min_agreement",
-                    "nn_decoder_agreement",
-                    "nn_attention_agreement",
-                    "attn_entropy_at_divergence",
-                    "attn_coverage_at_divergence",
-                )
-            ),
-        ),
+        found["sent_id"].to_numpy(),
+        found["planted"].to_numpy().astype(str),
+        found["blamed_stage"].to_numpy().astype(str),
+        planted_signals(found),
     )
     calibration = calibrate(complete_run(root, cfg.run), faults, cfg.seed)
     reproduced = int((blame(faults.signals, calibration.recorded) == faults.blamed).sum())

@@ -1,6 +1,6 @@
 """``beamscope migrate``: upgrade a warehouse written by an older schema version, in place.
 
-Only versions listed in ``schemas.tables.MIGRATIONS`` migrate. New run tables are derived first
+Only versions listed in ``schemas.migrations.MIGRATIONS`` migrate. New run tables are derived first
 (``vocabulary``: every (id, token) pair the run's rows show; ``state_clusters`` and
 ``state_cluster_members``: ``pipeline.clusters`` over the run's parts and decoder states), then
 every Parquet part of an affected table is rewritten (temporary file + rename, as the writer does)
@@ -32,7 +32,7 @@ from schemas.layout import (
     read_manifest,
     warehouse_root,
 )
-from schemas.tables import changes_since
+from schemas.migrations import changes_since
 from schemas.version import beamscope_version
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import SchemaVersionError, WarehouseError
-from schemas.tables import MIGRATIONS, OPTIONAL_TABLES, RUN_TABLES, SCHEMA_VERSION, TABLES
+from schemas.migrations import MIGRATIONS
+from schemas.tables import OPTIONAL_TABLES, RUN_TABLES, SCHEMA_VERSION, TABLES
 from schemas.version import beamscope_version
 
 FORMAT = "beamscope-warehouse"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from pipeline.taxonomy import Taxonomy
+from pipeline.taxonomy import Signals, Taxonomy
 from schemas.stages import STAGES
 from warehouse.store import Warehouse
 
@@ -32,6 +32,21 @@ ORDER BY f.planted, s.sent_id
 def planted_faults(wh: Warehouse, run: str) -> pl.DataFrame:
     """The counted faults planted in ``run``'s sentences: planted and blamed stage, signals."""
     return wh.sql(_PLANTED, {"run": run})
+
+
+def planted_signals(found: pl.DataFrame) -> Signals:
+    """The stage rule's signals of ``planted_faults`` rows, as arrays (NaN where null)."""
+    numbers = [
+        found[c].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+        for c in (
+            "nn_encoder_min_agreement",
+            "nn_decoder_agreement",
+            "nn_attention_agreement",
+            "attn_entropy_at_divergence",
+            "attn_coverage_at_divergence",
+        )
+    ]
+    return Signals(found["is_search_error"].to_numpy().astype(bool), *numbers)
 
 
 def planted_counts(wh: Warehouse, run: str) -> pl.DataFrame:

@@ -134,7 +134,8 @@ def _eos_along_mean_state(model, tok, value: float) -> None:
         model.lm_head.weight[model.config.eos_token_id] += value * mean / mean.dot(mean)
 
 
-def build_bart(out: Path) -> None:
+def _build_bart_like(out: Path, family: str, **sizes: object) -> None:
+    """BART and LED: a byte-level BPE tokenizer trained on ``TEXT``, BART's special tokens."""
     bpe = ByteLevelBPETokenizer()
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     bpe.train_from_iterator(
@@ -142,8 +143,9 @@ def build_bart(out: Path) -> None:
     )
     spec = json.loads(bpe._tokenizer.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]
-    tok = transformers.BartTokenizer(vocab=spec["vocab"], merges=merges)
-    config = transformers.BartConfig(
+    prefix = {"bart": "Bart", "led": "LED"}[family]
+    tok = getattr(transformers, f"{prefix}Tokenizer")(vocab=spec["vocab"], merges=merges)
+    config = getattr(transformers, f"{prefix}Config")(
         vocab_size=len(spec["vocab"]),
         d_model=SIZES["d_model"],
         encoder_layers=SIZES["layers"],
@@ -152,52 +154,32 @@ def build_bart(out: Path) -> None:
         decoder_attention_heads=SIZES["heads"],
         encoder_ffn_dim=SIZES["ffn"],
         decoder_ffn_dim=SIZES["ffn"],
-        max_position_embeddings=64,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
         decoder_start_token_id=2,
+        **sizes,
     )
-    model = transformers.BartForConditionalGeneration(config)
+    model = getattr(transformers, f"{prefix}ForConditionalGeneration")(config)
     _randomise(model, eos_bias=3.0)
     gen = model.generation_config  # the processors of bart-large-cnn, except a short min_length
     gen.forced_bos_token_id, gen.forced_eos_token_id, gen.no_repeat_ngram_size, gen.min_length = 0, 2, 3, 3
     model.save_pretrained(out)
     tok.save_pretrained(out)
+
+
+def build_bart(out: Path) -> None:
+    _build_bart_like(out, "bart", max_position_embeddings=64)
 
 
 def build_led(out: Path) -> None:
-    bpe = ByteLevelBPETokenizer()
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    bpe.train_from_iterator(
-        TEXT, vocab_size=300, min_frequency=2, special_tokens=specials, show_progress=False
-    )
-    spec = json.loads(bpe._tokenizer.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]
-    tok = transformers.LEDTokenizer(vocab=spec["vocab"], merges=merges)
-    config = transformers.LEDConfig(
-        vocab_size=len(spec["vocab"]),
-        d_model=SIZES["d_model"],
-        encoder_layers=SIZES["layers"],
-        decoder_layers=SIZES["layers"],
-        encoder_attention_heads=SIZES["heads"],
-        decoder_attention_heads=SIZES["heads"],
-        encoder_ffn_dim=SIZES["ffn"],
-        decoder_ffn_dim=SIZES["ffn"],
+    _build_bart_like(
+        out,
+        "led",
         max_encoder_position_embeddings=64,
         max_decoder_position_embeddings=64,
         attention_window=[8] * SIZES["layers"],
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        decoder_start_token_id=2,
     )
-    model = transformers.LEDForConditionalGeneration(config)
-    _randomise(model, eos_bias=3.0)
-    gen = model.generation_config  # the processors of bart-large-cnn, except a short min_length
-    gen.forced_bos_token_id, gen.forced_eos_token_id, gen.no_repeat_ngram_size, gen.min_length = 0, 2, 3, 3
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
 
 
 def build_pegasus(out: Path) -> None:

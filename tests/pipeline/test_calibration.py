@@ -5,7 +5,6 @@ shown (errors report, overview) and used by later traces of the same model."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -17,7 +16,7 @@ from schemas import KEYS, TABLES
 from schemas.stages import STAGES, Stage
 from tests.helpers import assert_one_line_error, run_cli, trace_run
 from warehouse import open_warehouse
-from warehouse.blame import confusion, planted_faults, reliability, stage_scores
+from warehouse.blame import confusion, planted_faults, planted_signals, reliability, stage_scores
 from warehouse.report import error_report, format_report
 
 
@@ -95,19 +94,7 @@ def test_the_calibration_is_recorded_and_reproduces_the_blame(calibrated_warehou
         assert wh.sql(f"SELECT {keys} FROM blame_calibration GROUP BY ALL HAVING count(*) > 1").is_empty()
         found = planted_faults(wh, "test")
         assert set(found["planted"]) == set(STAGES)
-        sig = Signals(
-            found["is_search_error"].to_numpy(),
-            *(
-                found[c].cast(float).fill_null(math.nan).to_numpy()
-                for c in (
-                    "nn_encoder_min_agreement",
-                    "nn_decoder_agreement",
-                    "nn_attention_agreement",
-                    "attn_entropy_at_divergence",
-                    "attn_coverage_at_divergence",
-                )
-            ),
-        )
+        sig = planted_signals(found)
         assert (blame(sig, Taxonomy()) == found["blamed_stage"].to_numpy()).all()  # what the trace said
         recorded = confusion(wh, "test", "recorded")
         assert recorded["n"].sum() == found.height

@@ -17,7 +17,8 @@ from beamscope.cli import main
 from pipeline.clusters import CLUSTER_TABLES
 from schemas import SCHEMA_VERSION, TABLES, SchemaVersionError
 from schemas.layout import migratable, read_manifest, vectors_dir
-from schemas.tables import MIGRATIONS, OPTIONAL_TABLES, changes_since
+from schemas.migrations import MIGRATIONS, changes_since
+from schemas.tables import OPTIONAL_TABLES
 from tests.helpers import trace_run
 from tests.reliability import harness as h
 from warehouse import open_warehouse
