@@ -39,7 +39,7 @@ def calibrate_run(cfg: FaultConfig, progress: bool = True) -> CalibrationSummary
     runs = fault_runs(cfg, progress)
     root = warehouse_root(cfg.warehouse)
     with open_warehouse(root) as wh:
-        found = planted_faults(wh, cfg.run)
+        found = planted_faults(wh, cfg.run, cfg.n, cfg.seed)
     if found.is_empty():
         raise ConfigError(f"no planted fault changed an output of run {cfg.run!r}: nothing to measure")
     faults = Faults(
@@ -48,7 +48,7 @@ def calibrate_run(cfg: FaultConfig, progress: bool = True) -> CalibrationSummary
         found["blamed_stage"].to_numpy().astype(str),
         planted_signals(found),
     )
-    calibration = calibrate(complete_run(root, cfg.run), faults, cfg.seed)
+    calibration = calibrate(complete_run(root, cfg.run), faults, cfg.n, cfg.seed)
     reproduced = int((blame(faults.signals, calibration.recorded) == faults.blamed).sum())
     RunWriter(root, cfg.run).write_run_tables({TABLE: calibration.table()})
     write_duckdb_file(root)

@@ -106,6 +106,8 @@ class Calibration:
     run_id: str
     model_name: str
     model_hash: str
+    n: int  # faults planted per stage
+    seed: int
     recorded: Taxonomy
     calibrated: Taxonomy
     faults: Faults
@@ -132,6 +134,8 @@ class Calibration:
                             created_at=self.created_at,
                             model_name=self.model_name,
                             model_hash=self.model_hash,
+                            faults_per_stage=self.n,
+                            seed=self.seed,
                             taxonomy=taxonomy,
                             thresholds=json.dumps(dataclasses.asdict(tax), sort_keys=True),
                             half=half,
@@ -150,14 +154,15 @@ def _count(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
     return out
 
 
-def calibrate(run: dict[str, Any], faults: Faults, seed: int = 0) -> Calibration:
-    """Thresholds for run ``run`` (its ``runs`` row) fitted on half of ``faults``."""
+def calibrate(run: dict[str, Any], faults: Faults, n: int, seed: int = 0) -> Calibration:
+    """Thresholds for run ``run`` (its ``runs`` row) fitted on half of ``faults`` (``n`` planted a
+    stage with ``seed``, which also cuts the halves)."""
     recorded = Taxonomy.from_options(json.loads(run["options"]).get("taxonomy", {}))
     half = halves(faults.sent_id, seed)
     calibrated = fit(faults.take(half == HALVES[0]), recorded)
     now = dt.datetime.now(dt.timezone.utc)
     return Calibration(
-        run["run_id"], run["model_name"], run["model_hash"], recorded, calibrated, faults, half, now
+        run["run_id"], run["model_name"], run["model_hash"], n, seed, recorded, calibrated, faults, half, now
     )
 
 

@@ -3,8 +3,8 @@
 
 The reference of a faulted sentence is the clean model's own output (the run's hypothesis): the
 clean model is right by definition, so every change of the output is the fault's doing. Run
-``RUN.fault-STAGE`` holds the sentences of one stage's faults, keeping their sent_ids; its
-``runs.options['faults']`` record the run faulted, the stage and each sentence's fault. The model
+``RUN.fault-STAGE-nN-seedS`` holds the sentences of one stage's faults, keeping their sent_ids;
+its ``runs.options['faults']`` record the run faulted, the stage, N, S and each sentence's fault. The model
 is the run's own (hash checked); decoding, taxonomy, agreement and neighbour bank are the run's.
 A search fault is the run's decoding with beam ``SEARCH_BEAM``, of the sentences where that
 changes the output. Every run goes through ``pipeline.trace`` (same writer; resumable by part).
@@ -56,8 +56,10 @@ class FaultConfig:
         return self
 
 
-def fault_run_id(run: str, stage: str) -> str:
-    return f"{run}.fault-{stage}"
+def fault_run_id(run: str, stage: str, n: int, seed: int) -> str:
+    """The run of ``stage``'s faults in ``run``, planted ``n`` a stage with ``seed`` (another
+    planting is another run: calibrating again with other settings never meets the old runs)."""
+    return f"{run}.fault-{stage}-n{n}-seed{seed}"
 
 
 def fault_runs(cfg: FaultConfig, progress: bool = True) -> dict[str, str]:
@@ -104,7 +106,7 @@ def _trace(
         Example(sid, rows[sid]["source"], rows[sid]["hypothesis"], spec, sid) for sid in sorted(planted)
     ]
     options = json.loads(origin["options"])
-    run_id = fault_run_id(cfg.run, stage)
+    run_id = fault_run_id(cfg.run, stage, cfg.n, cfg.seed)
     trace(
         TraceConfig(
             model=origin["model_path"],
@@ -118,7 +120,7 @@ def _trace(
             threads=cfg.threads,
             device=cfg.device,
             examples=Corpus(spec, origin["split"], examples),
-            faults={"of": cfg.run, "stage": stage, "seed": cfg.seed, "sentences": planted},
+            faults={"of": cfg.run, "stage": stage, "n": cfg.n, "seed": cfg.seed, "sentences": planted},
         ),
         progress,
         model=model,

@@ -274,6 +274,8 @@ BLAME_CALIBRATION = pa.schema(
         pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("model_name", pa.string(), nullable=False),
         pa.field("model_hash", pa.string(), nullable=False),
+        pa.field("faults_per_stage", pa.int64(), nullable=False),  # the planting: runs RUN.fault-*
+        pa.field("seed", pa.int64(), nullable=False),
         pa.field("taxonomy", pa.string(), nullable=False),  # 'recorded' | 'calibrated'
         pa.field("thresholds", pa.string(), nullable=False),  # JSON: pipeline.taxonomy.Taxonomy
         pa.field("half", pa.string(), nullable=False),  # 'fit' | 'held_out'

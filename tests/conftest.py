@@ -77,7 +77,7 @@ def train_warehouse_dir(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path
 @pytest.fixture(scope="session")
 def calibrated_warehouse_dir(tmp_path_factory: pytest.TempPathFactory, train_warehouse_dir: Path) -> Path:
     """A copy of ``train_warehouse_dir`` whose 'test' run is calibrated on 40 planted faults per stage
-    (runs 'test.fault-STAGE' and its blame_calibration table)."""
+    (runs 'test.fault-STAGE-n40-seed0' and its blame_calibration table)."""
     import shutil
 
     from beamscope.calibrate import calibrate_run

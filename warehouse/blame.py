@@ -18,6 +18,8 @@ _PLANTED = """
 WITH f AS (
     SELECT run_id, json_extract_string(options, '$.faults.stage') AS planted
     FROM runs WHERE json_extract_string(options, '$.faults.of') = $run
+        AND json_extract(options, '$.faults.n')::BIGINT = $n
+        AND json_extract(options, '$.faults.seed')::BIGINT = $seed
 )
 SELECT s.sent_id, f.planted, s.blamed_stage, s.is_search_error, s.nn_encoder_min_agreement,
        s.nn_decoder_agreement, s.nn_attention_agreement, s.attn_entropy_at_divergence,
@@ -29,9 +31,10 @@ ORDER BY f.planted, s.sent_id
 """
 
 
-def planted_faults(wh: Warehouse, run: str) -> pl.DataFrame:
-    """The counted faults planted in ``run``'s sentences: planted and blamed stage, signals."""
-    return wh.sql(_PLANTED, {"run": run})
+def planted_faults(wh: Warehouse, run: str, n: int, seed: int) -> pl.DataFrame:
+    """The counted faults planted in ``run``'s sentences (``n`` a stage, ``seed``): planted and
+    blamed stage, signals."""
+    return wh.sql(_PLANTED, {"run": run, "n": n, "seed": seed})
 
 
 def planted_signals(found: pl.DataFrame) -> Signals:
@@ -49,7 +52,7 @@ def planted_signals(found: pl.DataFrame) -> Signals:
     return Signals(found["is_search_error"].to_numpy().astype(bool), *numbers)
 
 
-def planted_counts(wh: Warehouse, run: str) -> pl.DataFrame:
+def planted_counts(wh: Warehouse, run: str, n: int, seed: int) -> pl.DataFrame:
     """Per planted stage: faults planted, and those that changed the output (counted)."""
     return wh.sql(
         """
@@ -57,9 +60,11 @@ def planted_counts(wh: Warehouse, run: str) -> pl.DataFrame:
                count(*) FILTER (WHERE NOT s.exact_match) AS changed_output
         FROM runs r JOIN sentences s ON s.run_id = r.run_id
         WHERE json_extract_string(r.options, '$.faults.of') = $run
+          AND json_extract(r.options, '$.faults.n')::BIGINT = $n
+          AND json_extract(r.options, '$.faults.seed')::BIGINT = $seed
         GROUP BY ALL ORDER BY planted
         """,
-        {"run": run},
+        {"run": run, "n": n, "seed": seed},
     )
 
 
@@ -156,8 +161,8 @@ def format_calibration(wh: Warehouse, run: str) -> str:
     """The calibration of ``run`` as text: faults per stage, thresholds, held-out confusion matrices
     and precision / recall per stage under the recorded and the calibrated thresholds."""
     meta = wh.sql(
-        "SELECT DISTINCT taxonomy, thresholds, model_name, created_at FROM blame_calibration "
-        "WHERE run_id = $run ORDER BY taxonomy DESC",
+        "SELECT DISTINCT taxonomy, thresholds, model_name, created_at, faults_per_stage, seed "
+        "FROM blame_calibration WHERE run_id = $run ORDER BY taxonomy DESC",
         {"run": run},
     )
     if meta.is_empty():
@@ -168,8 +173,9 @@ def format_calibration(wh: Warehouse, run: str) -> str:
     lines.append(
         "faults planted / changed the output / counted (search: to an output the model scores lower):"
     )
-    counted = planted_faults(wh, run).group_by("planted").len()
-    for row in planted_counts(wh, run).iter_rows(named=True):
+    n, seed = first["faults_per_stage"], first["seed"]
+    counted = planted_faults(wh, run, n, seed).group_by("planted").len()
+    for row in planted_counts(wh, run, n, seed).iter_rows(named=True):
         n = counted.filter(pl.col("planted") == row["planted"])["len"].sum()
         lines.append(f"  {row['planted']:<11} {row['planted_n']:>5} {row['changed_output']:>5} {n:>5}")
     for row in meta.iter_rows(named=True):

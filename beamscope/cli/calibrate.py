@@ -13,13 +13,13 @@ def add(sub: Subparsers) -> argparse.ArgumentParser:
         sub,
         "calibrate",
         "plant faults of known stage in a run's sentences, measure the blame on them, calibrate it",
-        "  beamscope calibrate --warehouse wh --run numbers-lstm.numbers-test-2000.beam5\n"
+        "  beamscope calibrate --warehouse wh --run numbers-lstm.numbers-test-2000.test\n"
         "  beamscope calibrate --warehouse wh --run RUN --faults 100 --stages encoder,attention\n"
-        "Each stage's faults are traced as run RUN.fault-STAGE with the run's own model and decoding (the\n"
-        "reference: the run's own output); the blame needs the model's traced training run, as in a trace.\n"
-        "The thresholds are fitted on half of the faults and measured on the other half; they are kept in\n"
-        "the run's blame_calibration table, and later traces of the same model use them. Interrupted: run\n"
-        "it again. Faults, measures and targets: README, Error taxonomy.\n",
+        "Each stage's faults are traced as run RUN.fault-STAGE-nN-seedS with the run's own model and\n"
+        "decoding (the reference: the run's own output); the blame needs the model's traced training run,\n"
+        "as in a trace. The thresholds are fitted on half of the faults and measured on the other half;\n"
+        "they are kept in the run's blame_calibration table, and later traces of the same model use them.\n"
+        "Interrupted: run it again. Faults, measures and targets: README, Error taxonomy.\n",
     )
     p.add_argument("--warehouse", required=True)
     p.add_argument("--run", required=True, help="run id of the run to plant faults in")

@@ -92,7 +92,7 @@ def test_the_calibration_is_recorded_and_reproduces_the_blame(calibrated_warehou
     with open_warehouse(root) as wh:
         keys = ", ".join(KEYS["blame_calibration"])
         assert wh.sql(f"SELECT {keys} FROM blame_calibration GROUP BY ALL HAVING count(*) > 1").is_empty()
-        found = planted_faults(wh, "test")
+        found = planted_faults(wh, "test", 40, 0)
         assert set(found["planted"]) == set(STAGES)
         sig = planted_signals(found)
         assert (blame(sig, Taxonomy()) == found["blamed_stage"].to_numpy()).all()  # what the trace said
@@ -157,12 +157,24 @@ def test_later_traces_of_the_model_use_the_calibrated_thresholds(calibrated_ware
         assert later is not None and later.taxonomy == "calibrated" and later.same_thresholds
 
 
-def test_calibrate_verb_prints_the_matrices(calibrated_warehouse_dir) -> None:
+def test_calibrate_verb_prints_the_matrices_and_plants_again_with_other_settings(
+    calibrated_warehouse_dir,
+) -> None:
     wh = str(calibrated_warehouse_dir)
     proc = run_cli("calibrate", "--warehouse", wh, "--run", "test", "--faults", "40", "--device", "cpu")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stderr  # the fixture's planting: its runs are reused
     assert "held-out confusion, recorded thresholds" in proc.stdout
     assert "held-out confusion, calibrated thresholds" in proc.stdout
     assert "the re-applied rule gives the recorded blame for" in proc.stdout
+    again = run_cli("calibrate", "--warehouse", wh, "--run", "test", "--faults", "12", "--seed", "1",
+                    "--stages", "encoder,prediction", "--device", "cpu")  # fmt: skip
+    assert again.returncode == 0, again.stderr  # new runs, the table replaced
+    with open_warehouse(wh) as w:
+        got = w.sql("SELECT DISTINCT faults_per_stage, seed FROM blame_calibration").rows()
+        assert got == [(12, 1)] and set(planted_faults(w, "test", 12, 1)["planted"]) <= {
+            "encoder",
+            "prediction",
+        }
+        assert not planted_faults(w, "test", 40, 0).is_empty()  # the first planting's runs stay
     bad = run_cli("calibrate", "--warehouse", wh, "--run", "test", "--stages", "encoder,nonsense")
     assert_one_line_error(bad, "unknown stage 'nonsense'")

@@ -170,11 +170,13 @@ def test_planned_faults_are_valid_and_reproducible(tiny) -> None:
 
 def test_fault_runs_are_ordinary_runs_that_record_their_faults(calibrated_warehouse_dir) -> None:
     with open_warehouse(calibrated_warehouse_dir) as wh:
-        runs = wh.sql("SELECT run_id, options FROM runs WHERE run_id LIKE 'test.fault-%' ORDER BY run_id")
-        assert runs["run_id"].to_list() == sorted(fault_run_id("test", s) for s in Stage)
+        runs = wh.sql(
+            "SELECT run_id, options FROM runs WHERE run_id LIKE 'test.fault-%-n40-seed0' ORDER BY 1"
+        )
+        assert runs["run_id"].to_list() == sorted(fault_run_id("test", s, 40, 0) for s in Stage)
         for run, options in runs.iter_rows():
             planted = json.loads(options)["faults"]
-            assert planted["of"] == "test" and run == fault_run_id("test", planted["stage"])
+            assert planted["of"] == "test" and run == fault_run_id("test", planted["stage"], 40, 0)
             assert 0 < len(planted["sentences"]) <= 40
             got = wh.sql("SELECT sent_id, reference FROM sentences WHERE run_id = ? ORDER BY sent_id", [run])
             clean = wh.sql(
