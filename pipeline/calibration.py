@@ -13,7 +13,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import json
-from collections.abc import Iterable
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,7 +127,7 @@ class Calibration:
             for half in HALVES:
                 sel = self.half == half
                 pairs = zip(self.faults.planted[sel].tolist(), blamed[sel].tolist(), strict=True)
-                for (planted, got), n in sorted(_count(pairs).items()):
+                for (planted, got), n in sorted(Counter(pairs).items()):
                     rows.append(
                         dict(
                             run_id=self.run_id,
@@ -145,13 +145,6 @@ class Calibration:
                         )
                     )
         return pa.Table.from_pylist(rows, schema=TABLES[TABLE])
-
-
-def _count(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    out: dict[tuple[str, str], int] = {}
-    for pair in pairs:
-        out[pair] = out.get(pair, 0) + 1
-    return out
 
 
 def calibrate(run: dict[str, Any], faults: Faults, n: int, seed: int = 0) -> Calibration:

@@ -6,6 +6,7 @@ silently. Lines too long for a model are not decided here; ``trace`` records the
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,13 @@ class Corpus:
     spec: str  # as the user wrote it, recorded in runs.corpus
     split: str
     examples: list[Example]
+
+    def fingerprint(self) -> str:
+        """A hash of the sources and references (recorded in ``runs.options.corpus_hash``)."""
+        h = hashlib.sha256()
+        for ex in self.examples:
+            h.update(f"{ex.source}\x00{ex.reference}\x01".encode())
+        return h.hexdigest()[:16]
 
 
 def read_corpus(spec: str, refs: str | None = None, split: str = "test") -> Corpus:

@@ -114,13 +114,6 @@ def default_run_id(model: Seq2SeqAdapter, corpus: Corpus) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model.name}.{stem}.{corpus.split}").strip("-.")[:128]
 
 
-def _corpus_hash(corpus: Corpus) -> str:
-    h = hashlib.sha256()
-    for ex in corpus.examples:
-        h.update(f"{ex.source}\x00{ex.reference}\x01".encode())
-    return h.hexdigest()[:16]
-
-
 @dataclass(frozen=True)
 class TracePlan:
     """What a trace decodes and where, decided once by the driver (both engines share it)."""
@@ -134,6 +127,7 @@ class TracePlan:
     n_parts: int
     neighbours_run: str | None
     row: dict[str, Any]
+    calibration: dict[str, Any] | None = None  # where the blame's thresholds come from
 
     def chunk(self, part: int) -> list[Example]:
         size = self.cfg.part_size
@@ -171,7 +165,7 @@ def _trace(
     n = len(plan.examples)
     if writer.is_complete():
         n_skipped = writer.count_rows("skipped")
-        return TraceSummary(plan.run_id, plan.root, n, n_skipped, len(done), True, _calibration(plan))
+        return TraceSummary(plan.run_id, plan.root, n, n_skipped, len(done), True, plan.calibration)
     todo = [p for p in range(plan.n_parts) if p not in done]
     bar = tqdm(
         total=n,
@@ -206,11 +200,7 @@ def _trace(
         entry = manifest_entry(cfg.attribution, None, "all")
         stats[ATTRIBUTION_ENTRY] = {**entry, "parts_done": list(range(plan.n_parts)), "status": "complete"}
     writer.finish({**plan.row, "n_skipped": n_skipped, **scores}, stats)
-    return TraceSummary(plan.run_id, plan.root, n, n_skipped, len(done), False, _calibration(plan))
-
-
-def _calibration(plan: TracePlan) -> dict[str, Any] | None:
-    return json.loads(plan.row["options"]).get("calibration")
+    return TraceSummary(plan.run_id, plan.root, n, n_skipped, len(done), False, plan.calibration)
 
 
 def _plan(cfg: TraceConfig, model: Seq2SeqAdapter, corpus: Corpus) -> tuple[TracePlan, str]:
@@ -228,7 +218,7 @@ def _plan(cfg: TraceConfig, model: Seq2SeqAdapter, corpus: Corpus) -> tuple[Trac
         "vectors": cfg.vectors,
         "vector_dtype": cfg.vector_dtype,
         "refs": cfg.refs,
-        "corpus_hash": _corpus_hash(corpus),
+        "corpus_hash": corpus.fingerprint(),
         "device": str(model.device),
         "threads": cfg.threads or (cfg.engine.threads() if cfg.engine is not None else default_threads()),
         "taxonomy": dataclasses.asdict(cfg.taxonomy),
@@ -267,7 +257,10 @@ def _plan(cfg: TraceConfig, model: Seq2SeqAdapter, corpus: Corpus) -> tuple[Trac
         neighbours_run=neighbours_run,
     )
     n_parts = (len(corpus.examples) + cfg.part_size - 1) // cfg.part_size
-    plan = TracePlan(cfg, root, run_id, corpus.split, dec, corpus.examples, n_parts, neighbours_run, row)
+    where = calibrated[1] if calibrated else None
+    plan = TracePlan(
+        cfg, root, run_id, corpus.split, dec, corpus.examples, n_parts, neighbours_run, row, where
+    )
     return plan, fingerprint
 
 

@@ -18,6 +18,15 @@ pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremo
 FAMILIES = ["marian", "t5", "bart", "pegasus", "led"]
 EDITABLE = ["marian", "t5", "bart", "pegasus"]  # LED computes its attention itself: edits are refused
 SIZES = dict(d_model=32, layers=2, heads=4, ffn=64)
+BART_SIZES = dict(  # the same sizes in the config names of Marian, BART, LED and Pegasus
+    d_model=SIZES["d_model"],
+    encoder_layers=SIZES["layers"],
+    decoder_layers=SIZES["layers"],
+    encoder_attention_heads=SIZES["heads"],
+    decoder_attention_heads=SIZES["heads"],
+    encoder_ffn_dim=SIZES["ffn"],
+    decoder_ffn_dim=SIZES["ffn"],
+)
 MAX_NEW = 12
 ATOL = 1e-4
 
@@ -81,13 +90,7 @@ def build_marian(out: Path) -> None:
     )
     config = transformers.MarianConfig(
         vocab_size=len(vocab),
-        d_model=SIZES["d_model"],
-        encoder_layers=SIZES["layers"],
-        decoder_layers=SIZES["layers"],
-        encoder_attention_heads=SIZES["heads"],
-        decoder_attention_heads=SIZES["heads"],
-        encoder_ffn_dim=SIZES["ffn"],
-        decoder_ffn_dim=SIZES["ffn"],
+        **BART_SIZES,
         max_position_embeddings=64,
         pad_token_id=pad_id,
         eos_token_id=0,
@@ -147,13 +150,7 @@ def _build_bart_like(out: Path, family: str, **sizes: object) -> None:
     tok = getattr(transformers, f"{prefix}Tokenizer")(vocab=spec["vocab"], merges=merges)
     config = getattr(transformers, f"{prefix}Config")(
         vocab_size=len(spec["vocab"]),
-        d_model=SIZES["d_model"],
-        encoder_layers=SIZES["layers"],
-        decoder_layers=SIZES["layers"],
-        encoder_attention_heads=SIZES["heads"],
-        decoder_attention_heads=SIZES["heads"],
-        encoder_ffn_dim=SIZES["ffn"],
-        decoder_ffn_dim=SIZES["ffn"],
+        **BART_SIZES,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
@@ -188,13 +185,7 @@ def build_pegasus(out: Path) -> None:
     tok = transformers.PegasusTokenizer(vocab=vocab, offset=0)  # <pad> 0, </s> 1, <unk> 2
     config = transformers.PegasusConfig(
         vocab_size=len(tok),
-        d_model=SIZES["d_model"],
-        encoder_layers=SIZES["layers"],
-        decoder_layers=SIZES["layers"],
-        encoder_attention_heads=SIZES["heads"],
-        decoder_attention_heads=SIZES["heads"],
-        encoder_ffn_dim=SIZES["ffn"],
-        decoder_ffn_dim=SIZES["ffn"],
+        **BART_SIZES,
         max_position_embeddings=64,
         pad_token_id=0,
         eos_token_id=1,
