@@ -1,4 +1,4 @@
-"""Hugging Face encoder-decoders (Marian, T5, BART) behind the adapter protocol.
+"""Hugging Face encoder-decoders (``FAMILIES``: Marian, T5, BART, NLLB, ...) behind the adapter protocol.
 
 The model is loaded from a local directory only (``local_files_only``; nothing is downloaded) and
 run through its own modules: every decoder step is one ``model(...)`` call with the Hugging Face
@@ -30,21 +30,38 @@ from pipeline.models.hf_compat import cache_keyword, check_version, logits_proce
 from pipeline.models.protocol import Edit, Encoded, ForcedOutput, StepOutput
 from schemas import CheckpointError, ConfigError
 
-FAMILIES = (
+FAMILIES = (  # config.json "model_type" values this adapter is tested with
     "marian",
     "t5",
+    "mt5",
+    "umt5",
     "bart",
+    "mbart",
+    "m2m_100",  # M2M100 and NLLB-200
     "pegasus",
     "led",
-)  # config.json "model_type" values this adapter is tested with
+    "fsmt",
+    "prophetnet",
+)
+STEPWISE_FORCED = ("hf-prophetnet",)  # a full teacher-forced pass differs from its generation: n-gram
+# streams see the main stream differently; forced decoding runs step by step as generate does
 WEIGHTS = (
     "model.safetensors",
     "model.safetensors.index.json",
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
-TOKENIZER_FILES = ("tokenizer.json", "source.spm", "spiece.model", "vocab.json", "sentencepiece.bpe.model")
-WORD_MARKS = ("▁", "Ġ")  # sentence-piece and byte-level BPE word-boundary marks
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "source.spm",
+    "spiece.model",
+    "vocab.json",
+    "sentencepiece.bpe.model",
+    "vocab-src.json",  # FSMT
+    "prophetnet.tokenizer",
+)
+WORD_MARKS = ("▁", "Ġ")  # sentence-piece and byte-level BPE word-start marks
+ENDS_WORD, CONTINUES = "</w>", "##"  # FSMT's (XLM) BPE word-end mark, ProphetNet's word-piece one
 UNSUPPORTED = {  # generation settings whose processors need each row's source ids or a second model pass
     "encoder_repetition_penalty": (None, 1.0),
     "encoder_no_repeat_ngram_size": (None, 0),
@@ -81,6 +98,7 @@ class HFModel:
         self._banned = _static_bans(gen, self.eos_id)
         self._cache_kw = cache_keyword(model)
         self._edits: bool | None = None  # whether attention edits reach the model (probed on first use)
+        self._marks = _word_marks(tokenizer)
 
     @property
     def device(self) -> torch.device:
@@ -109,13 +127,20 @@ class HFModel:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def word_starts(self, pieces: list[str], side: str = "tgt") -> list[bool]:
-        """Whether each piece begins a word: it has the word mark (``▁``/``Ġ``), is special or follows one."""
+        """Whether each piece begins a word: it is special or follows one, or its tokenizer marks it so
+        (a ``▁``/``Ġ`` word start, no ``##`` word-piece continuation, the previous piece's ``</w>``)."""
         special = set(self.tokenizer.all_special_tokens)
-        starts, after_special = [], True
+        starts, after_special, ended = [], True, True  # ended: the previous piece ended a word
         for piece in pieces:
+            if self._marks == "end":
+                marked = ended
+            elif self._marks == "continue":
+                marked = not piece.startswith(CONTINUES)
+            else:
+                marked = piece.startswith(WORD_MARKS)
             is_special = piece in special
-            starts.append(is_special or after_special or piece.startswith(WORD_MARKS))
-            after_special = is_special
+            starts.append(is_special or after_special or marked)
+            after_special, ended = is_special, is_special or piece.endswith(ENDS_WORD)
         return starts
 
     def _pieces(self, ids: list[int]) -> list[str]:
@@ -142,9 +167,8 @@ class HFModel:
         with hf_edits.editing(edit):
             out = self._forward(cache.states, cache.mask, tokens[:, None], cache.kv)
         cache.kv = getattr(out, self._cache_kw)
-        # cross_attentions: per layer [rows, heads, 1, src] -> [rows, layers, heads, src]
-        attention = torch.stack([a[:, :, -1] for a in out.cross_attentions], dim=1)
-        return StepOutput(out.logits[:, -1], attention, out.decoder_hidden_states[-1][:, -1], cache)
+        attention, states = _predicting(out, 1)
+        return StepOutput(out.logits[:, -1], attention[:, 0], states[:, 0], cache)
 
     def _check_edits(self) -> None:
         """A ConfigError unless attention edits reach this model (probed once)."""
@@ -172,13 +196,28 @@ class HFModel:
         return cache
 
     def forced(self, enc: Encoded, tgt_in: Tensor) -> ForcedOutput:
+        if self.arch in STEPWISE_FORCED:
+            return self._forced_by_steps(enc, tgt_in)
         out = self._forward(enc.states, enc.mask.long(), tgt_in, None, use_cache=False)
-        # cross_attentions: per layer [b, heads, tgt, src] -> [b, tgt, layers, heads, src]
-        attention = torch.stack(out.cross_attentions, dim=1).permute(0, 3, 1, 2, 4)
-        return ForcedOutput(out.logits, attention, out.decoder_hidden_states[-1])
+        attention, states = _predicting(out, tgt_in.shape[1])
+        return ForcedOutput(out.logits, attention, states)
+
+    def _forced_by_steps(self, enc: Encoded, tgt_in: Tensor) -> ForcedOutput:
+        """Forced decoding one step at a time with the cache, as generation runs (gradients kept)."""
+        kv, outs = None, []
+        for t in range(tgt_in.shape[1]):
+            out = self._forward(enc.states, enc.mask.long(), tgt_in[:, t : t + 1], kv)
+            kv = getattr(out, self._cache_kw)
+            outs.append((out.logits, *_predicting(out, 1)))
+        logits, attention, states = (torch.cat(parts, dim=1) for parts in zip(*outs, strict=True))
+        return ForcedOutput(logits, attention, states)
 
     def _forward(self, states: Tensor, mask: Tensor, tgt: Tensor, kv: Any, use_cache: bool = True) -> Any:
+        # FSMT builds its decoder's causal mask in a full pass only when given input_ids (with the
+        # encoder output given, it reads nothing else from them)
+        extra = {"input_ids": mask} if self.arch == "hf-fsmt" and not use_cache else {}
         return self.net(
+            **extra,
             encoder_outputs=BaseModelOutput(last_hidden_state=states),
             attention_mask=mask,
             decoder_input_ids=tgt,
@@ -200,7 +239,8 @@ class HFModel:
         BART and Marian add ``final_logits_bias``."""
         if getattr(self.net.config, "scale_decoder_outputs", False):
             states = states * self.net.model_dim**-0.5
-        out = self.net.get_output_embeddings()(states)
+        head = getattr(self.net.get_decoder(), "output_projection", None)  # FSMT: its output embeddings
+        out = (head if head is not None else self.net.get_output_embeddings())(states)  # are the input ones
         bias = getattr(self.net, "final_logits_bias", None)
         return out if bias is None else out + bias
 
@@ -223,6 +263,19 @@ class HFModel:
         if key not in self._processors:
             self._processors[key] = build_processors(self.net, max_len)
         return self._processors[key]
+
+
+def _predicting(out: Any, steps: int) -> tuple[Tensor, Tensor]:
+    """The cross-attention [b, steps, layers, heads, src] and decoder states [b, steps, d] that the
+    prediction of each next token read. ProphetNet predicts from its first n-gram stream (its
+    outputs hold the main stream's rows first) and returns attention scores before the softmax."""
+    ngram = getattr(out, "decoder_ngram_hidden_states", None)
+    rows = slice(steps, 2 * steps) if ngram is not None else slice(0, steps)
+    # cross_attentions: per layer [b, heads, streams * steps, src] -> [b, steps, layers, heads, src]
+    attention = torch.stack([a[:, :, rows] for a in out.cross_attentions], dim=1).permute(0, 3, 1, 2, 4)
+    if ngram is not None:
+        return attention.softmax(-1), ngram[-1][:, :steps]
+    return attention, out.decoder_hidden_states[-1]
 
 
 def build_processors(model: Any, max_len: int | None) -> Any:
@@ -303,6 +356,14 @@ def _quiet() -> Iterator[None]:
         logging.set_verbosity(verbosity)
         if bars:
             logging.enable_progress_bar()
+
+
+def _word_marks(tokenizer: Any) -> str:
+    """How the vocabulary marks words: "end" (``</w>``), "continue" (``##``) or "start" (``▁``/``Ġ``)."""
+    vocab = tokenizer.get_vocab()
+    if any(piece.endswith(ENDS_WORD) for piece in vocab):
+        return "end"
+    return "continue" if any(piece.startswith(CONTINUES) for piece in vocab) else "start"
 
 
 def _first(*values: int | None) -> int:

@@ -1,4 +1,5 @@
-"""Tiny Hugging Face models (Marian, T5, BART, Pegasus) with tokenizers trained on the spot, for the tests."""
+"""Tiny Hugging Face models of every family the adapter takes, with tokenizers trained on the spot,
+for the tests (nothing is downloaded)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ import pytest
 import sentencepiece as spm
 import torch
 import transformers
-from tokenizers import ByteLevelBPETokenizer
+from tokenizers import ByteLevelBPETokenizer, CharBPETokenizer, SentencePieceBPETokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 
-FAMILIES = ["marian", "t5", "bart", "pegasus", "led"]
-EDITABLE = ["marian", "t5", "bart", "pegasus"]  # LED computes its attention itself: edits are refused
+FAMILIES = ["marian", "t5", "mt5", "umt5", "bart", "mbart", "m2m_100", "pegasus", "led", "fsmt", "prophetnet"]
+NOT_EDITABLE = ["led", "fsmt", "prophetnet"]  # compute their attention themselves: edits are refused
+EDITABLE = [f for f in FAMILIES if f not in NOT_EDITABLE]
+LANGUAGES = {  # multilingual families: the source and target languages their tests decode with
+    "mbart": ("en_XX", "fr_XX"),
+    "m2m_100": ("eng_Latn", "fra_Latn"),
+}
 SIZES = dict(d_model=32, layers=2, heads=4, ffn=64)
 BART_SIZES = dict(  # the same sizes in the config names of Marian, BART, LED and Pegasus
     d_model=SIZES["d_model"],
@@ -104,12 +110,13 @@ def build_marian(out: Path) -> None:
     tok.save_pretrained(out)
 
 
-def build_t5(out: Path) -> None:
+def build_t5(out: Path, family: str = "T5", eos: float = 2.5) -> None:
+    """T5, mT5 and umT5 (``family`` is the class-name prefix): the same configuration names."""
     sp = spm.SentencePieceProcessor(model_proto=_spm(200))
     tok = transformers.T5Tokenizer(
         vocab=[(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())], extra_ids=0
     )
-    config = transformers.T5Config(
+    config = getattr(transformers, f"{family}Config")(
         vocab_size=sp.get_piece_size(),
         d_model=SIZES["d_model"],
         d_kv=SIZES["d_model"] // SIZES["heads"],
@@ -121,9 +128,9 @@ def build_t5(out: Path) -> None:
         decoder_start_token_id=0,
         tie_word_embeddings=False,  # as T5 v1.1 and Flan-T5
     )
-    model = transformers.T5ForConditionalGeneration(config)
+    model = getattr(transformers, f"{family}ForConditionalGeneration")(config)
     _randomise(model)
-    _eos_along_mean_state(model, tok, 2.5)
+    _eos_along_mean_state(model, tok, eos)
     model.save_pretrained(out)
     tok.save_pretrained(out)
 
@@ -134,7 +141,9 @@ def _eos_along_mean_state(model, tok, value: float) -> None:
     batch = tok(TEXT[:32], text_target=TEXT[32:64], return_tensors="pt", padding=True)
     with torch.no_grad():
         mean = model(**batch, output_hidden_states=True).decoder_hidden_states[-1][:, 1:].mean(dim=(0, 1))
-        model.lm_head.weight[model.config.eos_token_id] += value * mean / mean.dot(mean)
+        head = getattr(model.get_decoder(), "output_projection", None)  # FSMT's (untied) output layer
+        head = model.get_output_embeddings() if head is None else head
+        head.weight[model.config.eos_token_id] += value * mean / mean.dot(mean)
 
 
 def _build_bart_like(out: Path, family: str, **sizes: object) -> None:
@@ -199,10 +208,131 @@ def build_pegasus(out: Path) -> None:
     tok.save_pretrained(out)
 
 
+def build_mbart(out: Path) -> None:
+    """mBART-50: a sentence-piece vocabulary in fairseq order, the 52 language codes after it; the
+    decoder starts with </s> and the target language is the forced first token (as mbart-large-50)."""
+    sp = spm.SentencePieceProcessor(model_proto=_spm(200))
+    tok = transformers.MBart50Tokenizer(
+        vocab=[(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    )
+    config = transformers.MBartConfig(
+        vocab_size=len(tok),
+        **BART_SIZES,
+        max_position_embeddings=64,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+    )
+    model = transformers.MBartForConditionalGeneration(config)
+    _randomise(model, eos_bias=3.0)
+    model.generation_config.forced_eos_token_id = 2
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def build_m2m_100(out: Path) -> None:
+    """NLLB-200 (model_type m2m_100): a sentence-piece BPE vocabulary, three language codes; the
+    source starts with its language code, the target language is the forced first token."""
+    bpe = SentencePieceBPETokenizer()
+    bpe.train_from_iterator(
+        TEXT, vocab_size=200, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False
+    )
+    spec = json.loads(bpe._tokenizer.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]
+    tok = transformers.NllbTokenizer(
+        vocab=spec["vocab"], merges=merges, extra_special_tokens=["eng_Latn", "fra_Latn", "deu_Latn"]
+    )
+    config = transformers.M2M100Config(
+        vocab_size=len(tok),
+        **BART_SIZES,
+        max_position_embeddings=64,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+    )
+    model = transformers.M2M100ForConditionalGeneration(config)
+    _randomise(model, std=0.2)
+    _eos_along_mean_state(model, tok, 2.5)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def build_fsmt(out: Path) -> None:
+    """FSMT (fairseq WMT19): separate source and target vocabularies of a character BPE."""
+    out.mkdir(parents=True)
+    bpe = CharBPETokenizer()
+    bpe.train_from_iterator(
+        TEXT, vocab_size=200, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False
+    )
+    spec = json.loads(bpe._tokenizer.to_str())["model"]
+    vocab = dict(sorted(spec["vocab"].items(), key=lambda kv: kv[1]))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["merges"]]
+    for side in ("src", "tgt"):
+        (out / f"vocab-{side}.json").write_text(json.dumps(vocab))
+    (out / "merges.txt").write_text("".join(f"{m} 1\n" for m in merges))
+    tok = transformers.FSMTTokenizer(
+        langs=["en", "de"],
+        src_vocab_file=str(out / "vocab-src.json"),
+        tgt_vocab_file=str(out / "vocab-tgt.json"),
+        merges_file=str(out / "merges.txt"),
+    )
+    config = transformers.FSMTConfig(
+        langs=["en", "de"],
+        src_vocab_size=len(vocab),
+        tgt_vocab_size=len(vocab),
+        **BART_SIZES,
+        max_position_embeddings=64,
+    )
+    model = transformers.FSMTForConditionalGeneration(config)
+    _randomise(model, std=0.15)
+    _eos_along_mean_state(model, tok, 1.0)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def build_prophetnet(out: Path) -> None:
+    """ProphetNet: a word-piece vocabulary; the decoder predicts two future tokens while training
+    (its n-gram streams), generation reads the main stream only."""
+    out.mkdir(parents=True)
+    words = sorted({w for line in TEXT for w in line.split()})
+    vocab = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]", "[X_SEP]", *words[:150]]
+    vocab += sorted({c for w in words for c in w}) + sorted({f"##{c}" for w in words for c in w})
+    (out / "prophetnet.tokenizer").write_text("\n".join(vocab) + "\n")
+    tok = transformers.ProphetNetTokenizer(str(out / "prophetnet.tokenizer"))
+    config = transformers.ProphetNetConfig(
+        vocab_size=len(vocab),
+        hidden_size=SIZES["d_model"],
+        encoder_ffn_dim=SIZES["ffn"],
+        decoder_ffn_dim=SIZES["ffn"],
+        num_encoder_layers=SIZES["layers"],
+        num_decoder_layers=SIZES["layers"],
+        num_encoder_attention_heads=SIZES["heads"],
+        num_decoder_attention_heads=SIZES["heads"],
+        max_position_embeddings=64,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
+    model = transformers.ProphetNetForConditionalGeneration(config)
+    _randomise(model)
+    _eos_along_mean_state(model, tok, 4.0)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
 BUILDERS = {
     "marian": build_marian,
     "t5": build_t5,
+    "mt5": lambda out: build_t5(out, "MT5"),
+    "umt5": lambda out: build_t5(out, "UMT5", eos=1.5),
     "bart": build_bart,
+    "mbart": build_mbart,
+    "m2m_100": build_m2m_100,
     "pegasus": build_pegasus,
     "led": build_led,
+    "fsmt": build_fsmt,
+    "prophetnet": build_prophetnet,
 }
