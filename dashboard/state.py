@@ -6,13 +6,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pipeline.models import check_run_model, load_model, resolve_device
+from pipeline.models import check_run_model, for_decoding, load_model, resolve_device, run_decoding
 from pipeline.models.protocol import Seq2SeqAdapter
 from warehouse import Warehouse
 from warehouse.sandbox import SafeSQL
 
 _current: dict[str, Any] = {}
-_models: dict[str, Seq2SeqAdapter] = {}
+_models: dict[str | tuple[str, str | None, str | None], Seq2SeqAdapter] = {}
 _models_lock = threading.Lock()
 
 
@@ -36,9 +36,12 @@ def model_for(run: dict[str, Any]) -> Seq2SeqAdapter:
     model than the one that traced the run (its token ids would mean other tokens).
     """
     path = _current.get("model") or run["model_path"]
+    decoding = run_decoding(run)
+    key = (path, decoding.src_lang, decoding.tgt_lang)  # multilingual models: one copy per languages
     with _models_lock:
         if path not in _models:
             _models[path] = load_model(path, resolve_device(_current.get("device", "auto")))
-        model = _models[path]
-    check_run_model(model, run, path)
-    return model
+        check_run_model(_models[path], run, path)
+        if key not in _models:
+            _models[key] = for_decoding(_models[path], decoding)[0]
+        return _models[key]

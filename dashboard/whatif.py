@@ -20,7 +20,7 @@ from dash import Input, Output, State, callback, dcc, html
 from dashboard import figures, ids, queries, stages
 from dashboard.components import labelled
 from dashboard.state import model_for, warehouse
-from pipeline.beam import DecodeConfig
+from pipeline.models import run_decoding
 from pipeline.models.protocol import AttentionEdit
 from pipeline.neighbours import training_states
 from pipeline.taxonomy import Taxonomy
@@ -147,7 +147,7 @@ def _whatif(key: dict, intervention: Intervention) -> tuple[queries.SentenceView
         if train is None
         else wh.memo(("training_states", train), lambda: training_states(wh.root, train, build=False))
     )
-    decoding = DecodeConfig(**json.loads(run["decoding"]))
+    decoding = run_decoding(run)
     agreement = options.get("agreement", "all")
     result = redecode(model, intervention, decoding, training, taxonomy, agreement)
     return queries.view_from_tables(result.tables, result.vocabulary), result, run

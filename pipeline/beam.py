@@ -42,6 +42,10 @@ class DecodeConfig:
     early_stopping: bool | Literal["never"] = False
     per_head: bool = False  # store attention per layer and head, not only the mean
     all_layers: bool = False  # store encoder states of every layer, not only the last
+    src_lang: str | None = None  # multilingual models: the tokenizer's source language code
+    tgt_lang: str | None = None  # ... and the target language (a forced first or start token)
+    decoder_start_token_id: int | None = None  # recorded by trace: the start token the model used
+    forced_bos_token_id: int | None = None  # ... and the first token it was forced to write
 
     def check(self, vocab_size: int) -> DecodeConfig:
         if self.beam < 1:

@@ -25,7 +25,7 @@ from pipeline.batching import pad
 from pipeline.beam import DecodeConfig, beam_search
 from pipeline.corpus import Corpus, Example
 from pipeline.faults import SEARCH_BEAM, Clean, FaultyModel, plan_faults
-from pipeline.models import load_run_model, resolve_device
+from pipeline.models import load_run_model, resolve_device, run_decoding
 from pipeline.models.protocol import Seq2SeqAdapter
 from pipeline.origin import complete_run, inherited, sentences
 from pipeline.trace import TraceConfig, trace
@@ -69,7 +69,7 @@ def fault_runs(cfg: FaultConfig, progress: bool = True) -> dict[str, str]:
     root = warehouse_root(cfg.warehouse)
     origin = complete_run(root, cfg.run)
     model = load_run_model(origin, resolve_device(cfg.device))
-    decoding = DecodeConfig(**json.loads(origin["decoding"]))
+    decoding = run_decoding(origin)
     clean = _clean(root, cfg.run, model)
     if not clean:
         raise ConfigError(f"run {cfg.run!r} has no decoded sentence to plant faults in")
@@ -78,15 +78,15 @@ def fault_runs(cfg: FaultConfig, progress: bool = True) -> dict[str, str]:
         picked = _sample(clean, cfg.seed, stage)
         if stage == Stage.SEARCH:
             faulted, planted = model, _search_faults(model, picked, decoding, cfg.n)
-            run_decoding = dataclasses.replace(decoding, beam=SEARCH_BEAM)
+            stage_decoding = dataclasses.replace(decoding, beam=SEARCH_BEAM)
         else:
             picked = picked[: cfg.n]
             faults = plan_faults(model, picked, Stage(stage), cfg.seed)
             by_src = {tuple(c.src_ids): faults[c.sent_id] for c in picked if c.sent_id in faults}
-            faulted, run_decoding = FaultyModel(model, by_src), decoding
+            faulted, stage_decoding = FaultyModel(model, by_src), decoding
             planted = {sid: f.describe() for sid, f in faults.items()}
         if planted:
-            runs[stage] = _trace(cfg, root, origin, faulted, run_decoding, stage, planted, progress)
+            runs[stage] = _trace(cfg, root, origin, faulted, stage_decoding, stage, planted, progress)
     return runs
 
 

@@ -13,9 +13,8 @@ import json
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from pipeline.beam import DecodeConfig
 from pipeline.corpus import Corpus
-from pipeline.models import load_run_model, resolve_device
+from pipeline.models import load_run_model, resolve_device, run_decoding
 from pipeline.origin import complete_run, inherited, sentences
 from pipeline.perturb import KINDS, check_applies, task_of, variants
 from pipeline.trace import TraceConfig, TraceSummary, trace
@@ -62,7 +61,7 @@ def perturb_run(cfg: PerturbConfig, progress: bool = True) -> TraceSummary:
         warehouse=cfg.warehouse,
         split=origin["split"],
         run_name=cfg.run_name or f"{cfg.run}.perturb-{kind.name}",
-        decoding=DecodeConfig(**json.loads(origin["decoding"])),
+        decoding=run_decoding(origin),
         batch_size=cfg.batch_size,
         **inherited(json.loads(origin["options"])),
         threads=cfg.threads,

@@ -148,14 +148,14 @@ class PartTracer:
     def __init__(self, plan: TracePlan, threads: int) -> None:
         import torch
 
-        from pipeline.models import load_model, resolve_device
+        from pipeline.models import for_decoding, load_model, resolve_device
         from pipeline.neighbours import training_states
         from pipeline.writer.run import RunWriter
 
         torch.set_num_threads(threads)
         cfg = plan.cfg
         self.plan = plan
-        self.model = load_model(cfg.model, resolve_device(cfg.device))
+        self.model = for_decoding(load_model(cfg.model, resolve_device(cfg.device)), plan.decoding)[0]
         run = plan.neighbours_run
         self.training = training_states(plan.root, run, cfg.bank_size, build=False) if run else None
         self.writer = RunWriter(plan.root, plan.run_id)

@@ -32,7 +32,7 @@ from pipeline.clusters import run_clusters
 from pipeline.corpus import Corpus, Example, read_corpus
 from pipeline.forced import force_decode
 from pipeline.metrics import corpus_scores
-from pipeline.models import load_model, resolve_device
+from pipeline.models import for_decoding, load_model, resolve_device
 from pipeline.models.protocol import AttentionEdit, Encoded, Seq2SeqAdapter
 from pipeline.neighbours import TrainingStates, resolve_training_run, training_states
 from pipeline.ray_engine import Cluster, RayEngine, connect_cluster
@@ -152,7 +152,8 @@ def _trace(
 ) -> TraceSummary:
     probe = cfg.examples or read_corpus(cfg.corpus, cfg.refs)
     corpus = dataclasses.replace(probe, split=cfg.split or probe.split)
-    model = model or load_model(cfg.model, resolve_device(cfg.device))
+    model, decoding = for_decoding(model or load_model(cfg.model, resolve_device(cfg.device)), cfg.decoding)
+    cfg = dataclasses.replace(cfg, decoding=decoding)
     crash_point("model_load")
     plan, fingerprint = _plan(cfg, model, corpus)
     # refused before anything is written

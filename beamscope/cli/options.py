@@ -82,6 +82,16 @@ def add_decoding(p: argparse.ArgumentParser) -> None:
     p.add_argument("--length-penalty", type=float, default=1.0, help="score = logprob / length**penalty")
     p.add_argument("--per-head", action="store_true", help="store attention per layer and head too")
     p.add_argument("--all-layers", action="store_true", help="store encoder states of every layer")
+    p.add_argument(
+        "--src-lang",
+        help="multilingual models: the source language code, as the tokenizer spells it "
+        "(NLLB eng_Latn, mBART-50 en_XX, M2M100 en); default: the tokenizer's",
+    )
+    p.add_argument(
+        "--tgt-lang",
+        help="multilingual models: the target language code (NLLB/M2M100/mBART-50: the "
+        "forced first token; mBART-25: the decoder's start token); default: the generation config's",
+    )
 
 
 def decoding(a: argparse.Namespace) -> DecodeConfig:
@@ -95,4 +105,6 @@ def decoding(a: argparse.Namespace) -> DecodeConfig:
         length_penalty=a.length_penalty,
         per_head=a.per_head,
         all_layers=a.all_layers,
+        src_lang=a.src_lang,
+        tgt_lang=a.tgt_lang,
     )

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from pipeline.models.builtin import FORMAT, BuiltinModel, load_builtin
 from pipeline.models.protocol import Seq2SeqAdapter
 from schemas import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.beam import DecodeConfig
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -59,7 +64,14 @@ def load_run_model(
     where = path or run["model_path"]
     model = load_model(where, device)
     check_run_model(model, run, where)
-    return model
+    return for_decoding(model, run_decoding(run))[0]
+
+
+def run_decoding(run: dict) -> DecodeConfig:
+    """The ``DecodeConfig`` a ``runs`` row recorded."""
+    from pipeline.beam import DecodeConfig
+
+    return DecodeConfig(**json.loads(run["decoding"]))
 
 
 def check_run_model(model: Seq2SeqAdapter, run: dict, where: str | Path) -> None:
@@ -69,6 +81,30 @@ def check_run_model(model: Seq2SeqAdapter, run: dict, where: str | Path) -> None
             f"this is not the model that traced run {run['run_id']!r} (its weights changed since)",
             path=str(where),
         )
+
+
+def for_decoding(model: Seq2SeqAdapter, dec: DecodeConfig) -> tuple[Seq2SeqAdapter, DecodeConfig]:
+    """``model`` reading and writing ``dec``'s languages (multilingual Hugging Face models), and
+    ``dec`` with what they resolved to: the source language in effect, the decoder's start token and
+    the forced first token. A ConfigError when ``dec`` recorded other tokens (a run traced by another
+    configuration of the model) or names languages a model without language codes."""
+    current = getattr(model, "languages", (None, None))
+    wanted = (dec.src_lang or current[0], dec.tgt_lang or current[1])
+    if wanted != current:
+        if not hasattr(model, "with_languages"):
+            raise ConfigError(f"--src-lang/--tgt-lang: {model.arch} models take no language codes")
+        model = model.with_languages(dec.src_lang, dec.tgt_lang)
+    tokens = {
+        "decoder_start_token_id": int(model.bos_id),
+        "forced_bos_token_id": getattr(model, "forced_bos_id", None),
+    }
+    for name, value in tokens.items():
+        if getattr(dec, name) is not None and getattr(dec, name) != value:
+            raise ConfigError(
+                f"the run was decoded with {name}={getattr(dec, name)}, the model gives {value} "
+                "(another language setting or generation config)"
+            )
+    return model, dataclasses.replace(dec, src_lang=wanted[0], tgt_lang=wanted[1], **tokens)
 
 
 def _load_hf(path: Path, device: torch.device) -> Seq2SeqAdapter:
@@ -86,7 +122,9 @@ __all__ = [
     "BuiltinModel",
     "Seq2SeqAdapter",
     "check_run_model",
+    "for_decoding",
     "load_model",
     "load_run_model",
     "resolve_device",
+    "run_decoding",
 ]

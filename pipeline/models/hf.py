@@ -27,6 +27,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from pipeline.models import hf_edits
 from pipeline.models.builtin import file_hash
 from pipeline.models.hf_compat import cache_keyword, check_version, logits_processors
+from pipeline.models.hf_languages import LanguageToken, multilingual, set_language
 from pipeline.models.protocol import Edit, Encoded, ForcedOutput, StepOutput
 from schemas import CheckpointError, ConfigError
 
@@ -83,7 +84,8 @@ class HFModel:
 
     def __init__(self, name: str, model: Any, tokenizer: Any) -> None:
         self.name, self.net, self.tokenizer = name, model, tokenizer
-        config, gen = model.config, model.generation_config
+        config = model.config
+        self.generation = gen = copy.deepcopy(model.generation_config)  # with_languages changes a copy
         self.arch = f"hf-{config.model_type}"
         self.bos_id = _first(gen.decoder_start_token_id, config.decoder_start_token_id, config.pad_token_id)
         self.eos_id = _single_eos(gen.eos_token_id if gen.eos_token_id is not None else config.eos_token_id)
@@ -99,6 +101,8 @@ class HFModel:
         self._cache_kw = cache_keyword(model)
         self._edits: bool | None = None  # whether attention edits reach the model (probed on first use)
         self._marks = _word_marks(tokenizer)
+        self.languages = (tokenizer.src_lang if multilingual(tokenizer) else None, None)  # (source, target)
+        self._tgt_mark: LanguageToken | None = None
 
     @property
     def device(self) -> torch.device:
@@ -117,8 +121,47 @@ class HFModel:
         return self._pieces(ids)
 
     def tgt_ids(self, text: str) -> list[int]:
+        """The reference's ids as decoding produces them: no end token, the forced first token first
+        (a target-language code at the end, mBART-25's, is the decoder's start token instead)."""
         ids = list(self.tokenizer(text_target=text)["input_ids"])
-        return ids[:-1] if ids and ids[-1] == self.eos_id else ids
+        if self._tgt_mark is not None and not self._tgt_mark.first and ids and ids[-1] == self._tgt_mark.id:
+            ids = ids[:-1]
+        ids = ids[:-1] if ids and ids[-1] == self.eos_id else ids
+        forced = self.forced_bos_id
+        return [forced, *ids] if forced is not None and ids[:1] != [forced] else ids
+
+    @property
+    def forced_bos_id(self) -> int | None:
+        """The token ``generate`` forces at the first step (BART's <s>, a target language), if any."""
+        forced = self.generation.forced_bos_token_id
+        return None if forced is None else int(forced)
+
+    def with_languages(self, src_lang: str | None, tgt_lang: str | None) -> HFModel:
+        """This model reading ``src_lang`` sources and writing ``tgt_lang`` (None: as configured), as
+        a copy (model weights shared). The target language becomes the forced first token, or the
+        decoder's start token where the tokenizer marks targets at their end (mBART-25)."""
+        where = str(self.path or self.name)
+        if not multilingual(self.tokenizer):
+            raise ConfigError(
+                f"--src-lang/--tgt-lang: model_type {self.net.config.model_type!r} in {where} takes no "
+                "language codes (multilingual families: mbart, m2m_100/NLLB)"
+            )
+        new = copy.copy(self)
+        new.tokenizer, new.generation, new._processors = (
+            copy.deepcopy(self.tokenizer),
+            copy.deepcopy(self.generation),
+            {},
+        )
+        if src_lang is not None:
+            set_language(new.tokenizer, src_lang, "source", where)
+        if tgt_lang is not None:
+            new._tgt_mark = mark = set_language(new.tokenizer, tgt_lang, "target", where)
+            if mark.first:
+                new.generation.forced_bos_token_id = mark.id
+            else:
+                new.generation.decoder_start_token_id = new.bos_id = mark.id
+        new.languages = (new.tokenizer.src_lang, tgt_lang if tgt_lang is not None else self.languages[1])
+        return new
 
     def tgt_pieces(self, ids: list[int]) -> list[str]:
         return self._pieces(ids)
@@ -251,17 +294,21 @@ class HFModel:
     ) -> Tensor:
         """``generate()``'s logits processors over [rows, vocab], given the running ``prefix``
         [rows, step + 1] (start token first) and the length limit. Without a prefix (forced decoding
-        of a given reference) only the tokens banned at every step are removed."""
+        of a given reference) the tokens banned at every step are removed and the first step's
+        forced token is forced, so that a reference is scored as a hypothesis is."""
         if prefix is None:
             if self._banned:
                 logprobs[:, self._banned] = float("-inf")
+            if step == 0 and self.forced_bos_id is not None:
+                logprobs[:] = float("-inf")
+                logprobs[:, self.forced_bos_id] = 0.0  # as generate: log 1
             return logprobs
         return self._processor(max_len)(prefix, logprobs)
 
     def _processor(self, max_len: int | None) -> Any:
         key = -1 if max_len is None else max_len
         if key not in self._processors:
-            self._processors[key] = build_processors(self.net, max_len)
+            self._processors[key] = build_processors(self.net, self.generation, max_len)
         return self._processors[key]
 
 
@@ -278,9 +325,10 @@ def _predicting(out: Any, steps: int) -> tuple[Tensor, Tensor]:
     return attention, out.decoder_hidden_states[-1]
 
 
-def build_processors(model: Any, max_len: int | None) -> Any:
-    """The ``LogitsProcessorList`` that ``generate(max_new_tokens=max_len)`` builds for ``model``."""
-    gen = copy.deepcopy(model.generation_config)
+def build_processors(model: Any, generation: Any, max_len: int | None) -> Any:
+    """The ``LogitsProcessorList`` that ``generate(generation_config=generation,
+    max_new_tokens=max_len)`` builds for ``model``."""
+    gen = copy.deepcopy(generation)
     gen.do_sample, gen.num_beams, gen.num_return_sequences = False, 1, 1
     gen.max_new_tokens = None
     gen.max_length = (max_len if max_len is not None else 10**9) + 1  # + the decoder start token

@@ -254,7 +254,7 @@ def build_m2m_100(out: Path) -> None:
     )
     model = transformers.M2M100ForConditionalGeneration(config)
     _randomise(model, std=0.2)
-    _eos_along_mean_state(model, tok, 2.5)
+    _eos_along_mean_state(model, tok, 4.0)
     model.save_pretrained(out)
     tok.save_pretrained(out)
 

@@ -21,7 +21,7 @@ from pipeline.batching import pad
 from pipeline.beam import DecodeConfig, beam_search
 from pipeline.faults import check_takes
 from pipeline.forced import force_decode
-from pipeline.models import BuiltinModel, Seq2SeqAdapter, load_model
+from pipeline.models import BuiltinModel, Seq2SeqAdapter, for_decoding, load_model
 from pipeline.models.hf import HFModel
 from pipeline.models.protocol import AttentionEdit, Encoded
 from pipeline.trace import TraceConfig, _select, trace
@@ -29,7 +29,7 @@ from pipeline.vocab import UNK
 from schemas import CheckpointError, ConfigError
 from schemas.stages import Stage
 from tests.pipeline.attribution_checks import assert_complete, assert_equals_captum, produced
-from tests.pipeline.hf_builders import ATOL, BUILDERS, EDITABLE, FAMILIES, MAX_NEW, SOURCES, TEXT
+from tests.pipeline.hf_builders import ATOL, BUILDERS, EDITABLE, FAMILIES, LANGUAGES, MAX_NEW, SOURCES, TEXT
 from warehouse import open_warehouse
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
@@ -54,7 +54,11 @@ def hf_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def models(hf_dirs: dict[str, Path]) -> dict[str, HFModel]:
-    return {name: load_model(path, "cpu") for name, path in hf_dirs.items()}
+    """Each family's model; the multilingual ones set to their ``LANGUAGES``."""
+    loaded = {name: load_model(path, "cpu") for name, path in hf_dirs.items()}
+    for name, (src, tgt) in LANGUAGES.items():
+        loaded[name] = for_decoding(loaded[name], DecodeConfig(src_lang=src, tgt_lang=tgt))[0]
+    return loaded
 
 
 def _batch(model: HFModel, sources: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,6 +67,7 @@ def _batch(model: HFModel, sources: list[str]) -> tuple[torch.Tensor, torch.Tens
 
 def _generate(model: HFModel, src, mask, beam: int, length_penalty: float, early_stopping=False):
     return model.net.generate(
+        generation_config=model.generation,  # with the languages set, for the multilingual models
         input_ids=src,
         attention_mask=mask.long(),
         num_beams=beam,
@@ -85,7 +90,7 @@ def _hyp(model: HFModel, d) -> list[int]:
 
 def _forced_tokens(model: HFModel, steps: int) -> dict[int, int]:
     """Steps where the generation config forces a token (first: forced BOS, last: forced EOS)."""
-    gen, forced = model.net.generation_config, {}
+    gen, forced = model.generation, {}
     if gen.forced_bos_token_id is not None:
         forced[0] = gen.forced_bos_token_id
     if gen.forced_eos_token_id is not None and steps == MAX_NEW:
@@ -250,6 +255,9 @@ def test_forced_decoding_equals_a_teacher_forced_forward_pass(models, name) -> N
         with torch.inference_mode():
             out = _teacher_forced(model, src[i : i + 1, :n], torch.tensor([[model.bos_id, *ref]]))
         logprobs = torch.log_softmax(out.logits[0].float(), -1).gather(1, labels.T)[:, 0]
+        if model.forced_bos_id is not None:  # the reference starts as every hypothesis does
+            assert ref[0] == model.forced_bos_id
+            logprobs[0] = 0.0
         assert tr.token_ids.tolist() == labels[0].tolist()
         np.testing.assert_allclose(tr.logprobs, logprobs.numpy(), atol=ATOL)
         assert tr.logprob == pytest.approx(float(logprobs.sum()), abs=ATOL)
