@@ -75,7 +75,7 @@ def attribute_run(cfg: AttributeConfig, progress: bool = True) -> AttributeSumma
         known = ", ".join(sorted(r for r, e in runs.items() if e.get("status") == "complete"))
         raise WarehouseError(f"no complete run {cfg.run!r} (runs: {known or 'none'})", path=str(root))
     writer = RunWriter(root, cfg.run)
-    run = writer.read_table("runs", ["run_id", "model_path", "model_hash"]).to_pylist()[0]
+    run = writer.read_table("runs", ["run_id", "model_path", "model_hash", "decoding"]).to_pylist()[0]
     model = load_run_model(run, resolve_device(cfg.device))
     parts = writer.part_numbers("sentences")
     wanted = None if cfg.sent_ids is None else set(cfg.sent_ids)

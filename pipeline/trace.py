@@ -37,6 +37,7 @@ from pipeline.models.protocol import AttentionEdit, Encoded, Seq2SeqAdapter
 from pipeline.neighbours import TrainingStates, resolve_training_run, training_states
 from pipeline.ray_engine import Cluster, RayEngine, connect_cluster
 from pipeline.records import PartBuilder, Traced, vocabulary
+from pipeline.records.attention import AttentionKeep
 from pipeline.taxonomy import Taxonomy
 from pipeline.threads import default_threads, torch_threads
 from pipeline.words import shown_tokens, word_neighbours
@@ -66,6 +67,7 @@ class TraceConfig:
     agreement: str = "divergence"  # neighbour agreement only where the blame reads it, or of every state
     bank_size: int | None = None  # most training states per kind in the neighbour bank
     vector_dtype: str = "float16"  # of the stored encoder/decoder states
+    attention_keep: AttentionKeep = AttentionKeep()  # long sources: store each row's top-k / top-p
     threads: int | None = None  # torch threads while decoding (None: see ``default_threads``)
     engine: RayEngine | None = None  # None: decode in this process; else on a Ray cluster
     attribution: Method | None = None  # also attribute every produced token (``pipeline.attribution``)
@@ -79,6 +81,7 @@ class TraceConfig:
             raise ConfigError(f"--batch-size must be at least 1 (got {self.batch_size})")
         if self.part_size < 1:
             raise ConfigError(f"--part-size must be at least 1 (got {self.part_size})")
+        self.attention_keep.check()
         if not math.isfinite(self.decoding.length_penalty):
             raise ConfigError(f"--length-penalty must be finite (got {self.decoding.length_penalty})")
         if self.agreement not in AGREEMENT_MODES:
@@ -228,6 +231,8 @@ def _plan(cfg: TraceConfig, model: Seq2SeqAdapter, corpus: Corpus) -> tuple[Trac
         "engine": cfg.engine.describe() if cfg.engine is not None else "local",
         "attribution": None if cfg.attribution is None else cfg.attribution.describe(),
     }
+    if cfg.attention_keep.prunes:  # readers: attention rows hold target_steps.attn_kept_mass
+        options["attention_keep"] = dataclasses.asdict(cfg.attention_keep)
     if cfg.perturbation is not None:
         options["perturbation"] = cfg.perturbation
     if cfg.faults is not None:
@@ -283,6 +288,7 @@ def trace_plan_part(
         cfg.vectors,
         agreement=cfg.agreement,
         vector_dtype=cfg.vector_dtype,
+        attention_keep=cfg.attention_keep,
     )
     skips = cfg.skips or {}
     decoded = iter(

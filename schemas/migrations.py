@@ -42,6 +42,7 @@ MIGRATIONS: dict[int, Migration] = {
             )
         }
     ),
+    7: Migration(added={"target_steps": ("attn_kept_mass",), "reference_steps": ("attn_kept_mass",)}),
 }
 
 

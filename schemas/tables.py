@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _RUN = pa.field("run_id", pa.string(), nullable=False)
 _SENT = pa.field("sent_id", pa.int64(), nullable=False)
@@ -98,6 +98,7 @@ _TOPK = [  # their tokens: the ``topk`` view (through ``vocabulary``)
 _ATTN_SUMMARY = [
     pa.field("attn_argmax_src_pos", pa.int32(), nullable=False),
     pa.field("attn_entropy", pa.float32(), nullable=False),
+    pa.field("attn_kept_mass", pa.float32()),  # of the mean row, when attention was pruned (top-k/p)
 ]
 
 _WORD_START = pa.field("is_word_start", pa.bool_(), nullable=False)

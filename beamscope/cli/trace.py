@@ -72,6 +72,20 @@ def add(sub: Subparsers) -> argparse.ArgumentParser:
         help="also attribute every produced token (as `beamscope attribute` does; default: off)",
     )
     p.add_argument("--attribution-steps", type=int, default=32, help="integration steps of ig")
+    p.add_argument(
+        "--attention-top-k",
+        type=int,
+        default=None,
+        help="long sources: store only the K largest weights of each attention row "
+        "(the mean row's kept mass goes to target_steps.attn_kept_mass; default: every position)",
+    )
+    p.add_argument(
+        "--attention-top-p",
+        type=float,
+        default=None,
+        help="long sources: store only the fewest largest weights of each attention row that hold "
+        "this share of its mass (with --attention-top-k: at most K of them)",
+    )
     add_engine(p)
     add_decoding(p)
     add_device(p)
@@ -80,6 +94,7 @@ def add(sub: Subparsers) -> argparse.ArgumentParser:
 
 def run(a: argparse.Namespace) -> int:
     from pipeline.attribution import Method
+    from pipeline.records.attention import AttentionKeep
     from pipeline.taxonomy import Taxonomy
     from pipeline.trace import TraceConfig, trace
     from warehouse import write_duckdb_file
@@ -104,6 +119,7 @@ def run(a: argparse.Namespace) -> int:
             device=a.device,
             engine=engine(a),
             attribution=None if a.attribution is None else Method(a.attribution, a.attribution_steps),
+            attention_keep=AttentionKeep(a.attention_top_k, a.attention_top_p),
         )
     )
     write_duckdb_file(s.warehouse)

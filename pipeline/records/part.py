@@ -86,10 +86,13 @@ class PartBuilder:
         edited_step: int | None = None,
         agreement: str = "all",
         vector_dtype: str = "float16",
+        attention_keep: attention.AttentionKeep | None = None,
     ) -> None:
         """``edited_step``: a what-if edited the attention from that step on, so the hypothesis'
         decoder states there are its own even where its prefix is the reference's.
-        ``agreement``: which states get neighbour agreement (``pipeline.agreement.AGREEMENT_MODES``)."""
+        ``agreement``: which states get neighbour agreement (``pipeline.agreement.AGREEMENT_MODES``).
+        ``attention_keep``: which positions of each attention row are stored."""
+        self.keep = attention_keep or attention.AttentionKeep()
         self.model, self.run_id, self.split = model, run_id, split
         self.edited_step, self.agreement, self.vector_dtype = edited_step, agreement, vector_dtype
         self.taxonomy, self.training, self.keep_vectors = taxonomy or Taxonomy(), training, keep_vectors
@@ -120,7 +123,7 @@ class PartBuilder:
         hyp_mean = dec.steps.mean_attention[:, :n_src]
         self._rows("source_tokens", sid, {**source, **attention.source_columns(hyp_mean)})
         hyp_cols = prediction.hypothesis_columns(self.model, self.tgt_tokens, dec.steps)
-        self._rows("target_steps", sid, {**hyp_cols, **attention.step_columns(hyp_mean)})
+        self._rows("target_steps", sid, {**hyp_cols, **attention.step_columns(hyp_mean, self.keep)})
         self._attention(sid, "hyp", dec.steps.attention[..., :n_src], hyp_mean)
         self._rows("beam_nodes", sid, search.beam_node_rows(dec.tree, self.tgt_tokens))
         rows = encoder.encoder_state_rows(src_tokens, tr.enc_states, tr.enc_layers, self.split)
@@ -131,7 +134,7 @@ class PartBuilder:
         if ref is not None:
             ref_mean = ref.mean_attention[:, :n_src]
             ref_cols = prediction.reference_columns(self.model, self.tgt_tokens, ref)
-            self._rows("reference_steps", sid, {**ref_cols, **attention.step_columns(ref_mean)})
+            self._rows("reference_steps", sid, {**ref_cols, **attention.step_columns(ref_mean, self.keep)})
             self._attention(sid, "ref", ref.attention[..., :n_src], ref_mean)
             self._decoder_states(sid, "ref", ref.token_ids, ref.states, 0)
         if self.training is not None and self.agreement == "all":
@@ -208,7 +211,7 @@ class PartBuilder:
         )
 
     def _attention(self, sid: int, decoding: str, full: np.ndarray, mean: np.ndarray) -> None:
-        for block in attention.attention_rows(full, mean):
+        for block in attention.attention_rows(full, mean, self.keep):
             self._rows("attention", sid, block, decoding=decoding)
 
     def _decoder_states(

@@ -90,7 +90,8 @@ def _vector_files(root: Path) -> dict[str, tuple[int, int]]:
 
 def test_changes_by_version() -> None:
     assert (
-        SCHEMA_VERSION == 6
+        SCHEMA_VERSION == 7
+        and migratable(6)
         and migratable(5)
         and migratable(4)
         and migratable(1)
@@ -108,10 +109,14 @@ def test_changes_by_version() -> None:
             "attn_coverage_at_divergence",
         )
     }
-    assert since1.added == V2_COLUMNS | v6 and since1.run_tables == ("vocabulary", *CLUSTER_TABLES)
-    assert changes_since(3).run_tables == CLUSTER_TABLES and changes_since(3).added == v6
-    assert changes_since(4) == changes_since(5) == type(since1)(added=v6)  # 5: optional tables only
-    assert changes_since(2).dropped == {"target_steps": ("topk_tokens",)} and changes_since(2).added == v6
+    v7 = {"target_steps": ("attn_kept_mass",), "reference_steps": ("attn_kept_mass",)}
+    later = v6 | v7
+    assert since1.added == V2_COLUMNS | v6 | {t: (*V2_COLUMNS[t], *c) for t, c in v7.items()}
+    assert since1.run_tables == ("vocabulary", *CLUSTER_TABLES)
+    assert changes_since(3).run_tables == CLUSTER_TABLES and changes_since(3).added == later
+    assert changes_since(4) == changes_since(5) == type(since1)(added=later)  # 5: optional tables only
+    assert changes_since(6) == type(since1)(added=v7)
+    assert changes_since(2).dropped == {"target_steps": ("topk_tokens",)} and changes_since(2).added == later
     assert changes_since(SCHEMA_VERSION) == type(since1)()
     for table, cols in ADDED.items():  # only nullable columns can be added by a migration
         assert all(TABLES[table].field(c).nullable for c in cols)
