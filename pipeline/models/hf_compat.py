@@ -2,13 +2,17 @@
 
 ``generate()`` builds its logits processors with two private methods of ``GenerationMixin``
 (``_prepare_special_tokens``, ``_get_logits_processor``); calling them is the only way to apply
-exactly the rules ``generate()`` applies. Private methods change without notice, so they are
-called here only, and only for the transformers versions the tests ran with (``SUPPORTED``).
+exactly the rules ``generate()`` applies. Attention edits call each family's module-level
+``eager_attention_forward`` (not part of the documented API). Internals change without notice, so
+they are reached here only, and only for the transformers versions the tests ran with
+(``SUPPORTED``).
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import transformers
@@ -41,6 +45,17 @@ def logits_processors(model: Any, gen: Any) -> Any:
         )
     model._prepare_special_tokens(gen, True, device=model.device)
     return model._get_logits_processor(generation_config=gen, input_ids_seq_length=1, device=model.device)
+
+
+def eager_attention(module: Any) -> Callable[..., tuple[Any, Any]]:
+    """The eager attention function of the modelling file that defines ``module``'s class."""
+    found = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if found is None:
+        raise ConfigError(
+            f"transformers {transformers.__version__}: {type(module).__name__} has no "
+            f"eager_attention_forward (supported: >={SUPPORTED[0]}, <{SUPPORTED[1]})"
+        )
+    return found
 
 
 def cache_keyword(model: Any) -> str:

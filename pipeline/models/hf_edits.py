@@ -13,7 +13,6 @@ all), and without an active edit the outputs are the family's own, bit for bit.
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 import transformers
 from torch import nn
 
+from pipeline.models.hf_compat import eager_attention
 from pipeline.models.protocol import Edit
 
 IMPLEMENTATION = "eager"
@@ -32,8 +32,7 @@ _active = threading.local()  # .edit: the edit applied by the forward pass runni
 def _attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """The family's eager attention, with the active edit in cross-attention."""
-    eager = sys.modules[type(module).__module__].eager_attention_forward
-    out, weights = eager(module, query, key, value, *args, **kwargs)
+    out, weights = eager_attention(module)(module, query, key, value, *args, **kwargs)
     edit = getattr(_active, "edit", None)
     if edit is None or not getattr(module, "_beamscope_cross", False):
         return out, weights

@@ -1,0 +1,126 @@
+"""G3 for a Hugging Face model in headless Chromium: on the sentence page of a traced Marian run
+(random weights, tokenizer trained here, nothing downloaded), an attention edit chosen in the
+what-if controls re-decodes with the run's model, and the page shows the edited decoding that
+the same edit gives in Python: its hypothesis (another than the original's) and its attention."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+from dashboard import queries
+from pipeline.beam import DecodeConfig
+from pipeline.models import load_model
+from pipeline.models.protocol import AttentionEdit
+from pipeline.trace import TraceConfig, trace
+from pipeline.whatif import Intervention, redecode
+from tests.dashboard.conftest import serving
+from tests.dashboard.test_browser import TIMEOUT, wait_text
+from tests.pipeline.hf_builders import BUILDERS, TEXT
+from warehouse import open_warehouse
+
+pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
+
+RUN = "marian"
+_ATTENTION = (  # the z rows of the first figure under a selector, once plotly has drawn it
+    "const g = document.querySelector(arguments[0] + ' .js-plotly-plot');"
+    "return g && g._fullLayout && g.data && g.data[0] ? g.data[0].z.map(r => Array.from(r)) : null;"
+)
+
+
+@pytest.fixture(scope="module")
+def hf_warehouse(tmp_path_factory):
+    """A warehouse with one run of a tiny Marian model: 20 sentences, beam 4, per head."""
+    root = tmp_path_factory.mktemp("hf-whatif")
+    BUILDERS["marian"](root / "marian")
+    corpus = root / "pairs.tsv"
+    corpus.write_text("".join(f"{s}\t{r}\n" for s, r in zip(TEXT[:20], TEXT[20:40], strict=True)))
+    cfg = TraceConfig(
+        model=str(root / "marian"),
+        corpus=str(corpus),
+        warehouse=str(root / "wh"),
+        run_name=RUN,
+        decoding=DecodeConfig(beam=4, topk=5, max_len=12, per_head=True),
+        device="cpu",
+    )
+    trace(cfg, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def hf_server(hf_warehouse):
+    yield from serving(hf_warehouse / "wh", "--device", "cpu")
+
+
+def _changing_edit(root):
+    """The first sentence and 'set' edit (at step 1 or 2) whose re-decoding's hypothesis differs
+    from the traced one, with the sentence's view and the edited re-decoding's view."""
+    model = load_model(root / "marian", torch.device("cpu"))
+    with open_warehouse(root / "wh") as wh:
+        decoding = DecodeConfig(**json.loads(queries.run_info(wh, RUN)["decoding"]))
+        for sid in range(20):
+            view = queries.sentence_view(wh, RUN, sid)
+            s = view.sentence
+            for step in (2, 1):
+                if step >= view.target_steps.height - 1:
+                    continue
+                for pos in range(view.source_tokens.height - 1):  # not the final </s>
+                    edit = AttentionEdit(step, (pos,), "set")
+                    result = redecode(model, Intervention(s["source"], s["reference"], (), edit), decoding)
+                    alt = queries.view_from_tables(result.tables, result.vocabulary)
+                    if alt.sentence["hypothesis"] != s["hypothesis"]:
+                        return view, edit, alt
+    raise AssertionError("no attention edit changes a hypothesis: are edits reaching the model?")
+
+
+def _choose(drv, dropdown: str, label: str) -> None:
+    """Pick the option ``label`` of the dcc.Dropdown ``dropdown`` as a user does, then close it."""
+    button = WebDriverWait(drv, TIMEOUT).until(EC.element_to_be_clickable((By.ID, dropdown)))
+    button.click()
+    WebDriverWait(drv, TIMEOUT).until(lambda d: button.get_attribute("aria-expanded") == "true")
+    menu = drv.find_element(By.ID, button.get_attribute("aria-controls"))
+    options = WebDriverWait(drv, TIMEOUT).until(
+        lambda d: menu.find_elements(By.CSS_SELECTOR, "[role='option']")
+    )
+    [option] = [o for o in options if o.text == label]
+    option.click()
+    if button.get_attribute("aria-expanded") == "true":  # a multi-select stays open
+        button.send_keys(Keys.ESCAPE)
+    WebDriverWait(drv, TIMEOUT).until(lambda d: button.get_attribute("aria-expanded") == "false")
+    WebDriverWait(drv, TIMEOUT).until(EC.text_to_be_present_in_element((By.ID, f"{dropdown}-value"), label))
+
+
+def test_an_attention_edit_redecodes_the_hf_model(hf_server, hf_warehouse, browser) -> None:
+    view, edit, alt = _changing_edit(hf_warehouse)
+    sid, step, pos = view.sentence["sent_id"], edit.step, edit.positions[0]
+    original, edited = view.sentence["hypothesis"], alt.sentence["hypothesis"]
+    assert edited != original
+    expected_attention = queries.attention_matrix(alt.attention, "hyp")
+    assert expected_attention[step][pos] == pytest.approx(1.0, abs=1e-3)  # 'set': all weight there
+    assert queries.attention_matrix(view.attention, "hyp")[step][pos] < 0.99  # and it was not before
+
+    browser.get(f"{hf_server}/run/{RUN}/sentence/{sid}")
+    wait_text(browser, "What if?")
+    _choose(browser, "whatif-step", f"{step}: {view.target_steps['token'][step]}")
+    _choose(browser, "whatif-pos", f"{pos}: {view.source_tokens['token'][pos]}")
+    assert browser.find_element(By.CSS_SELECTOR, "#whatif-mode input[value='set']").is_selected()
+    browser.find_element(By.ID, "whatif-edit").click()
+
+    wait_text(browser, f"What if: attention of step {step} only source positions [{pos}]")
+    panels = browser.find_elements(By.CSS_SELECTOR, "#whatif-result .grid2 > .panel")
+    assert [p.find_element(By.TAG_NAME, "h4").text for p in panels] == ["Original", "What-if"]
+    hyps = [p.find_element(By.CSS_SELECTOR, ".whatif-hyp").text for p in panels]
+    assert hyps == [f"hypothesis: {original}", f"hypothesis: {edited}"]
+    # the what-if's attention heatmap: the edited decoding's, its edited row all on ``pos``
+    shown = WebDriverWait(browser, TIMEOUT).until(
+        lambda d: d.execute_script(_ATTENTION, "#whatif-result .grid2 > .panel:nth-child(2)")
+    )
+    assert len(shown) == len(expected_attention)
+    for row, want in zip(shown, expected_attention, strict=True):
+        assert row == pytest.approx(want, abs=1e-3)
