@@ -11,6 +11,7 @@ from bench import (
     blame,
     hf_speed,
     load,
+    long_inputs,
     perturb_speed,
     ray_speed,
     scale,
@@ -31,6 +32,7 @@ def main() -> None:
     bank.main(args.device)
     blame.main(args.device)
     hf_speed.main(args.device)
+    long_inputs.main()  # the CPU: memory of thousands-of-token sources
     scale.main(args.device)
     ann.main(args.device)
     load.main(args.device)  # people reading pages (2 s on average)

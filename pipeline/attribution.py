@@ -70,15 +70,21 @@ class Produced:
 
 @contextlib.contextmanager
 def _substituted(module: nn.Module, value: Tensor) -> Iterator[None]:
-    """While inside, ``module``'s output is ``value`` (same shape: the adapter embeds all at once)."""
+    """While inside, ``module``'s output is ``value``: all at once, or one position a call, in order
+    (a model whose forced decoding embeds one step at a time: ProphetNet's)."""
+    step = 0
 
     def hook(_m: nn.Module, _args: object, out: Tensor) -> Tensor:
-        if out.shape != value.shape:
-            raise RuntimeError(
-                f"attribution needs the embedding called once on all tokens (got {tuple(out.shape)}, "
-                f"expected {tuple(value.shape)})"
-            )
-        return value.to(out.dtype)
+        nonlocal step
+        if out.shape == value.shape:
+            return value.to(out.dtype)
+        if out.shape[0] == value.shape[0] and out.shape[1] == 1 and step < value.shape[1]:
+            step += 1
+            return value[:, step - 1 : step].to(out.dtype)
+        raise RuntimeError(
+            f"attribution needs the embedding called on all tokens at once or one step at a time "
+            f"(got {tuple(out.shape)}, expected {tuple(value.shape)})"
+        )
 
     handle = module.register_forward_hook(hook)
     try:

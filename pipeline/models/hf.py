@@ -40,10 +40,17 @@ FAMILIES = (  # config.json "model_type" values this adapter is tested with
     "mbart",
     "m2m_100",  # M2M100 and NLLB-200
     "pegasus",
+    "pegasus_x",
+    "bigbird_pegasus",
     "led",
+    "longt5",
     "fsmt",
     "prophetnet",
 )
+REFUSED = {  # model_type -> why it cannot be traced exactly
+    "switch_transformers": "its decoder reads the encoder's router logits, which a reused encoder "
+    "output does not carry",
+}
 STEPWISE_FORCED = ("hf-prophetnet",)  # a full teacher-forced pass differs from its generation: n-gram
 # streams see the main stream differently; forced decoding runs step by step as generate does
 WEIGHTS = (
@@ -272,7 +279,7 @@ class HFModel:
         )
 
     def embeddings(self) -> tuple[nn.Module, nn.Module]:
-        return self.net.get_encoder().embed_tokens, self.net.get_decoder().embed_tokens
+        return _input_embeddings(self.net.get_encoder()), _input_embeddings(self.net.get_decoder())
 
     def output_embeddings(self) -> Tensor:
         return self.net.get_output_embeddings().weight
@@ -312,6 +319,12 @@ class HFModel:
         return self._processors[key]
 
 
+def _input_embeddings(side: nn.Module) -> nn.Module:
+    """A side's token embeddings (ProphetNet calls them ``word_embeddings``; FSMT's sides are plain
+    modules without ``get_input_embeddings``)."""
+    return side.embed_tokens if hasattr(side, "embed_tokens") else side.get_input_embeddings()
+
+
 def _predicting(out: Any, steps: int) -> tuple[Tensor, Tensor]:
     """The cross-attention [b, steps, layers, heads, src] and decoder states [b, steps, d] that the
     prediction of each next token read. ProphetNet predicts from its first n-gram stream (its
@@ -349,6 +362,11 @@ def load_hf(path: Path, device: torch.device) -> HFModel:
     try:
         with _quiet():
             config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+            if config.model_type in REFUSED:
+                raise CheckpointError(
+                    f"model_type {config.model_type!r} cannot be traced: {REFUSED[config.model_type]}",
+                    path=str(path / "config.json"),
+                )
             if config.model_type not in FAMILIES:
                 raise CheckpointError(
                     f"model_type {config.model_type!r} is not supported (supported: {', '.join(FAMILIES)})",

@@ -1,12 +1,15 @@
-"""Tiny Hugging Face models of every family the adapter takes, with tokenizers trained on the spot,
-for the tests (nothing is downloaded)."""
+"""Hugging Face models of every family the adapter takes, with tokenizers trained on the spot (nothing
+is downloaded): tiny ones for the tests, other ``Sizes`` for the benchmarks."""
 
 from __future__ import annotations
 
 import io
 import json
 import random
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 import sentencepiece as spm
@@ -14,27 +17,51 @@ import torch
 import transformers
 from tokenizers import ByteLevelBPETokenizer, CharBPETokenizer, SentencePieceBPETokenizer
 
+from pipeline.models import hf
+
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 
-FAMILIES = ["marian", "t5", "mt5", "umt5", "bart", "mbart", "m2m_100", "pegasus", "led", "fsmt", "prophetnet"]
+FAMILIES = list(hf.FAMILIES)  # every family the adapter takes has a builder here (BUILDERS)
 NOT_EDITABLE = ["led", "fsmt", "prophetnet"]  # compute their attention themselves: edits are refused
 EDITABLE = [f for f in FAMILIES if f not in NOT_EDITABLE]
 LANGUAGES = {  # multilingual families: the source and target languages their tests decode with
     "mbart": ("en_XX", "fr_XX"),
     "m2m_100": ("eng_Latn", "fra_Latn"),
 }
-SIZES = dict(d_model=32, layers=2, heads=4, ffn=64)
-BART_SIZES = dict(  # the same sizes in the config names of Marian, BART, LED and Pegasus
-    d_model=SIZES["d_model"],
-    encoder_layers=SIZES["layers"],
-    decoder_layers=SIZES["layers"],
-    encoder_attention_heads=SIZES["heads"],
-    decoder_attention_heads=SIZES["heads"],
-    encoder_ffn_dim=SIZES["ffn"],
-    decoder_ffn_dim=SIZES["ffn"],
-)
 MAX_NEW = 12
 ATOL = 1e-4
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """A model's shape: layers on each side, width, heads, feed-forward width, longest position."""
+
+    d_model: int = 32
+    layers: int = 2
+    heads: int = 4
+    ffn: int = 64
+    positions: int = 64
+
+    def bart(self) -> dict[str, int]:
+        """The sizes in the config names of Marian, BART, LED, Pegasus, mBART, M2M100 and FSMT."""
+        return dict(
+            d_model=self.d_model,
+            encoder_layers=self.layers,
+            decoder_layers=self.layers,
+            encoder_attention_heads=self.heads,
+            decoder_attention_heads=self.heads,
+            encoder_ffn_dim=self.ffn,
+            decoder_ffn_dim=self.ffn,
+        )
+
+
+TINY = Sizes()  # what the tests build
+
+
+class Builder(Protocol):
+    """A family's builder: a random-weight model of ``sizes`` and its tokenizer saved into ``out``."""
+
+    def __call__(self, out: Path, *, sizes: Sizes = TINY) -> None: ...
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
@@ -80,7 +107,7 @@ def _randomise(model, std: float = 0.3, eos_bias: float | None = None) -> None:
             model.final_logits_bias[0, model.config.eos_token_id] = eos_bias
 
 
-def build_marian(out: Path) -> None:
+def build_marian(out: Path, *, sizes: Sizes = TINY) -> None:
     out.mkdir(parents=True)
     proto = _spm(200)
     sp = spm.SentencePieceProcessor(model_proto=proto)
@@ -96,8 +123,8 @@ def build_marian(out: Path) -> None:
     )
     config = transformers.MarianConfig(
         vocab_size=len(vocab),
-        **BART_SIZES,
-        max_position_embeddings=64,
+        **sizes.bart(),
+        max_position_embeddings=sizes.positions,
         pad_token_id=pad_id,
         eos_token_id=0,
         decoder_start_token_id=pad_id,
@@ -110,23 +137,26 @@ def build_marian(out: Path) -> None:
     tok.save_pretrained(out)
 
 
-def build_t5(out: Path, family: str = "T5", eos: float = 2.5) -> None:
-    """T5, mT5 and umT5 (``family`` is the class-name prefix): the same configuration names."""
+def build_t5(
+    out: Path, family: str = "T5", eos: float = 2.5, *, sizes: Sizes = TINY, **extra: object
+) -> None:
+    """T5, mT5, umT5 and LongT5 (``family`` is the class-name prefix; ``extra``: its own configuration)."""
     sp = spm.SentencePieceProcessor(model_proto=_spm(200))
     tok = transformers.T5Tokenizer(
         vocab=[(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())], extra_ids=0
     )
     config = getattr(transformers, f"{family}Config")(
         vocab_size=sp.get_piece_size(),
-        d_model=SIZES["d_model"],
-        d_kv=SIZES["d_model"] // SIZES["heads"],
-        d_ff=SIZES["ffn"],
-        num_layers=SIZES["layers"],
-        num_heads=SIZES["heads"],
+        d_model=sizes.d_model,
+        d_kv=sizes.d_model // sizes.heads,
+        d_ff=sizes.ffn,
+        num_layers=sizes.layers,
+        num_heads=sizes.heads,
         pad_token_id=0,
         eos_token_id=1,
         decoder_start_token_id=0,
         tie_word_embeddings=False,  # as T5 v1.1 and Flan-T5
+        **extra,
     )
     model = getattr(transformers, f"{family}ForConditionalGeneration")(config)
     _randomise(model)
@@ -139,6 +169,7 @@ def _eos_along_mean_state(model, tok, value: float) -> None:
     """Raise the EOS logit of the average decoder state by ``value`` (T5 has no logits bias; with a
     bias alone a tiny Pegasus ends every hypothesis at once or never)."""
     batch = tok(TEXT[:32], text_target=TEXT[32:64], return_tensors="pt", padding=True)
+    model.eval()  # no dropout: the same model at every build
     with torch.no_grad():
         mean = model(**batch, output_hidden_states=True).decoder_hidden_states[-1][:, 1:].mean(dim=(0, 1))
         head = getattr(model.get_decoder(), "output_projection", None)  # FSMT's (untied) output layer
@@ -146,7 +177,7 @@ def _eos_along_mean_state(model, tok, value: float) -> None:
         head.weight[model.config.eos_token_id] += value * mean / mean.dot(mean)
 
 
-def _build_bart_like(out: Path, family: str, **sizes: object) -> None:
+def _build_bart_like(out: Path, family: str, sizes: Sizes, **positions: object) -> None:
     """BART and LED: a byte-level BPE tokenizer trained on ``TEXT``, BART's special tokens."""
     bpe = ByteLevelBPETokenizer()
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -159,12 +190,12 @@ def _build_bart_like(out: Path, family: str, **sizes: object) -> None:
     tok = getattr(transformers, f"{prefix}Tokenizer")(vocab=spec["vocab"], merges=merges)
     config = getattr(transformers, f"{prefix}Config")(
         vocab_size=len(spec["vocab"]),
-        **BART_SIZES,
+        **sizes.bart(),
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
         decoder_start_token_id=2,
-        **sizes,
+        **positions,
     )
     model = getattr(transformers, f"{prefix}ForConditionalGeneration")(config)
     _randomise(model, eos_bias=3.0)
@@ -174,41 +205,47 @@ def _build_bart_like(out: Path, family: str, **sizes: object) -> None:
     tok.save_pretrained(out)
 
 
-def build_bart(out: Path) -> None:
-    _build_bart_like(out, "bart", max_position_embeddings=64)
+def build_bart(out: Path, *, sizes: Sizes = TINY) -> None:
+    _build_bart_like(out, "bart", sizes, max_position_embeddings=sizes.positions)
 
 
-def build_led(out: Path) -> None:
+def build_led(out: Path, *, sizes: Sizes = TINY) -> None:
     _build_bart_like(
         out,
         "led",
-        max_encoder_position_embeddings=64,
-        max_decoder_position_embeddings=64,
-        attention_window=[8] * SIZES["layers"],
+        sizes,
+        max_encoder_position_embeddings=sizes.positions,
+        max_decoder_position_embeddings=sizes.positions,
+        attention_window=[8] * sizes.layers,
     )
 
 
-def build_pegasus(out: Path) -> None:
+def build_pegasus(
+    out: Path, family: str = "Pegasus", eos: float = 4.0, *, sizes: Sizes = TINY, **extra: object
+) -> None:
+    """Pegasus, Pegasus-X and BigBird-Pegasus (``family`` is the class-name prefix; ``extra``: its
+    own configuration)."""
     sp = spm.SentencePieceProcessor(model_proto=_spm(200))
     vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
     tok = transformers.PegasusTokenizer(vocab=vocab, offset=0)  # <pad> 0, </s> 1, <unk> 2
-    config = transformers.PegasusConfig(
+    config = getattr(transformers, f"{family}Config")(
         vocab_size=len(tok),
-        **BART_SIZES,
-        max_position_embeddings=64,
+        **sizes.bart(),
+        max_position_embeddings=sizes.positions,
         pad_token_id=0,
         eos_token_id=1,
         decoder_start_token_id=0,
+        **extra,
     )
-    model = transformers.PegasusForConditionalGeneration(config)
+    model = getattr(transformers, f"{family}ForConditionalGeneration")(config)
     _randomise(model)
-    _eos_along_mean_state(model, tok, 4.0)
+    _eos_along_mean_state(model, tok, eos)
     model.generation_config.forced_eos_token_id = 1  # as the pegasus checkpoints ship
     model.save_pretrained(out)
     tok.save_pretrained(out)
 
 
-def build_mbart(out: Path) -> None:
+def build_mbart(out: Path, *, sizes: Sizes = TINY) -> None:
     """mBART-50: a sentence-piece vocabulary in fairseq order, the 52 language codes after it; the
     decoder starts with </s> and the target language is the forced first token (as mbart-large-50)."""
     sp = spm.SentencePieceProcessor(model_proto=_spm(200))
@@ -217,8 +254,8 @@ def build_mbart(out: Path) -> None:
     )
     config = transformers.MBartConfig(
         vocab_size=len(tok),
-        **BART_SIZES,
-        max_position_embeddings=64,
+        **sizes.bart(),
+        max_position_embeddings=sizes.positions,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
@@ -231,7 +268,7 @@ def build_mbart(out: Path) -> None:
     tok.save_pretrained(out)
 
 
-def build_m2m_100(out: Path) -> None:
+def build_m2m_100(out: Path, *, sizes: Sizes = TINY) -> None:
     """NLLB-200 (model_type m2m_100): a sentence-piece BPE vocabulary, three language codes; the
     source starts with its language code, the target language is the forced first token."""
     bpe = SentencePieceBPETokenizer()
@@ -245,8 +282,8 @@ def build_m2m_100(out: Path) -> None:
     )
     config = transformers.M2M100Config(
         vocab_size=len(tok),
-        **BART_SIZES,
-        max_position_embeddings=64,
+        **sizes.bart(),
+        max_position_embeddings=sizes.positions,
         pad_token_id=1,
         bos_token_id=0,
         eos_token_id=2,
@@ -259,7 +296,7 @@ def build_m2m_100(out: Path) -> None:
     tok.save_pretrained(out)
 
 
-def build_fsmt(out: Path) -> None:
+def build_fsmt(out: Path, *, sizes: Sizes = TINY) -> None:
     """FSMT (fairseq WMT19): separate source and target vocabularies of a character BPE."""
     out.mkdir(parents=True)
     bpe = CharBPETokenizer()
@@ -282,8 +319,8 @@ def build_fsmt(out: Path) -> None:
         langs=["en", "de"],
         src_vocab_size=len(vocab),
         tgt_vocab_size=len(vocab),
-        **BART_SIZES,
-        max_position_embeddings=64,
+        **sizes.bart(),
+        max_position_embeddings=sizes.positions,
     )
     model = transformers.FSMTForConditionalGeneration(config)
     _randomise(model, std=0.15)
@@ -292,7 +329,7 @@ def build_fsmt(out: Path) -> None:
     tok.save_pretrained(out)
 
 
-def build_prophetnet(out: Path) -> None:
+def build_prophetnet(out: Path, *, sizes: Sizes = TINY) -> None:
     """ProphetNet: a word-piece vocabulary; the decoder predicts two future tokens while training
     (its n-gram streams), generation reads the main stream only."""
     out.mkdir(parents=True)
@@ -303,14 +340,14 @@ def build_prophetnet(out: Path) -> None:
     tok = transformers.ProphetNetTokenizer(str(out / "prophetnet.tokenizer"))
     config = transformers.ProphetNetConfig(
         vocab_size=len(vocab),
-        hidden_size=SIZES["d_model"],
-        encoder_ffn_dim=SIZES["ffn"],
-        decoder_ffn_dim=SIZES["ffn"],
-        num_encoder_layers=SIZES["layers"],
-        num_decoder_layers=SIZES["layers"],
-        num_encoder_attention_heads=SIZES["heads"],
-        num_decoder_attention_heads=SIZES["heads"],
-        max_position_embeddings=64,
+        hidden_size=sizes.d_model,
+        encoder_ffn_dim=sizes.ffn,
+        decoder_ffn_dim=sizes.ffn,
+        num_encoder_layers=sizes.layers,
+        num_decoder_layers=sizes.layers,
+        num_encoder_attention_heads=sizes.heads,
+        num_decoder_attention_heads=sizes.heads,
+        max_position_embeddings=sizes.positions,
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
@@ -323,16 +360,19 @@ def build_prophetnet(out: Path) -> None:
     tok.save_pretrained(out)
 
 
-BUILDERS = {
+BUILDERS: dict[str, Builder] = {
     "marian": build_marian,
     "t5": build_t5,
-    "mt5": lambda out: build_t5(out, "MT5"),
-    "umt5": lambda out: build_t5(out, "UMT5", eos=1.5),
+    "mt5": partial(build_t5, family="MT5"),
+    "umt5": partial(build_t5, family="UMT5", eos=1.5),
     "bart": build_bart,
     "mbart": build_mbart,
     "m2m_100": build_m2m_100,
     "pegasus": build_pegasus,
+    "pegasus_x": partial(build_pegasus, family="PegasusX", block_size=8, num_global_tokens=4),
+    "bigbird_pegasus": partial(build_pegasus, family="BigBirdPegasus", attention_type="original_full"),
     "led": build_led,
+    "longt5": partial(build_t5, family="LongT5", encoder_attention_type="local", local_radius=4),
     "fsmt": build_fsmt,
     "prophetnet": build_prophetnet,
 }

@@ -99,6 +99,7 @@ def _forced_tokens(model: HFModel, steps: int) -> dict[int, int]:
 
 
 def test_directory_with_model_type_is_loaded_as_hugging_face(models, hf_dirs) -> None:
+    assert list(BUILDERS) == FAMILIES  # every family the adapter takes is built and tested here
     for name, model in models.items():
         tok = transformers.AutoTokenizer.from_pretrained(hf_dirs[name], local_files_only=True)
         assert isinstance(model, HFModel) and isinstance(model, Seq2SeqAdapter)
@@ -338,6 +339,30 @@ def test_trace_writes_a_consistent_warehouse(hf_dirs, models, tmp_path) -> None:
     assert unknown.height >= 1 and set(unknown["token"]) == {"<unk>"}
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_traces_end_to_end(hf_dirs, models, tmp_path, name) -> None:
+    """``trace`` over a few pairs (forced decoding, word neighbours, blame, every table), with the
+    languages of the multilingual families: the hypotheses are the beam search's."""
+    model, (src_lang, tgt_lang) = models[name], LANGUAGES.get(name, (None, None))
+    corpus = tmp_path / "pairs.tsv"
+    corpus.write_text("".join(f"{s}\t{r}\n" for s, r in zip(SOURCES[:4], TEXT[40:44], strict=True)))
+    decoding = DecodeConfig(beam=4, max_len=MAX_NEW, src_lang=src_lang, tgt_lang=tgt_lang)
+    cfg = TraceConfig(
+        model=str(hf_dirs[name]),
+        corpus=str(corpus),
+        warehouse=str(tmp_path / "wh"),
+        decoding=decoding,
+        device="cpu",
+    )
+    assert trace(cfg, progress=False).n_sentences == 4
+    with torch.inference_mode():
+        expected = beam_search(model, model.encode(*_batch(model, SOURCES[:4])), decoding, trace=False)
+    with open_warehouse(tmp_path / "wh") as wh:
+        got = wh.sql("SELECT hypothesis, reference FROM sentences ORDER BY sent_id")
+    assert got["hypothesis"].to_list() == [model.detokenize(d.ids) for d in expected]
+    assert got["reference"].null_count() == 0
+
+
 def _copy(src: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(src, tmp_path / "copy"))
 
@@ -347,7 +372,8 @@ DAMAGES = {  # what is done to a copy of the T5 directory -> what the error says
     "no tokenizer": "no tokenizer files",
     "truncated": "cannot load",
     "resized": "do not match config.json",
-    "unsupported": "not supported",
+    "unsupported": "model_type 'plbart' is not supported",
+    "untraceable": "model_type 'switch_transformers' cannot be traced: its decoder reads",
     "encoder processor": "cannot trace",
 }
 
@@ -366,7 +392,9 @@ def test_incomplete_or_damaged_directory_is_a_checkpoint_error(hf_dirs, tmp_path
     elif damage == "resized":
         (d / "config.json").write_text(json.dumps({**config, "d_ff": 128}))
     elif damage == "unsupported":
-        (d / "config.json").write_text(json.dumps({**config, "model_type": "bigbird_pegasus"}))
+        (d / "config.json").write_text(json.dumps({**config, "model_type": "plbart"}))
+    elif damage == "untraceable":
+        (d / "config.json").write_text(json.dumps({**config, "model_type": "switch_transformers"}))
     else:
         gen = json.loads((d / "generation_config.json").read_text())
         (d / "generation_config.json").write_text(json.dumps({**gen, "encoder_no_repeat_ngram_size": 2}))
@@ -427,7 +455,14 @@ def test_a_model_whose_cross_attention_edits_cannot_reach_is_refused(hf_dirs) ->
 
 
 @pytest.mark.parametrize(
-    ("name", "n_steps", "rel"), [("marian", 32, 0.01), ("t5", 64, None), ("bart", 128, 0.01)]
+    ("name", "n_steps", "rel"),
+    [
+        ("marian", 32, 0.01),
+        ("t5", 64, None),
+        ("bart", 128, 0.01),
+        ("fsmt", 32, None),
+        ("prophetnet", 32, None),
+    ],
 )
 def test_attribution_is_complete_and_equals_captum(models, name, n_steps, rel) -> None:
     """Attribution through the adapter's embedding hooks works on Hugging Face models as on the
