@@ -192,7 +192,7 @@ def measure_family(family: str, model_dir: Path, corpus: Path, device: str) -> d
 
 
 HEADER = (
-    f"{'family':10s} | {'trace s':>8s} | {'gen-all s':>9s} | {'gen-plain s':>11s} | {'ratio all':>9s} | "
+    f"{'family':15s} | {'trace s':>8s} | {'gen-all s':>9s} | {'gen-plain s':>11s} | {'ratio all':>9s} | "
     f"{'ratio plain':>11s} | {'peak RSS MB trace / all / plain':>31s} | {'hyp len':>7s}"
 )
 
@@ -200,7 +200,7 @@ HEADER = (
 def row(family: str, f: dict[str, float]) -> str:
     rss = " / ".join(f"{f[f'{kind}_rss_mb']:.0f}" for kind in KINDS)
     return (
-        f"{family:10s} | {f['trace_s']:8.2f} | {f['generate-all_s']:9.2f} | {f['generate-plain_s']:11.2f} | "
+        f"{family:15s} | {f['trace_s']:8.2f} | {f['generate-all_s']:9.2f} | {f['generate-plain_s']:11.2f} | "
         f"{f['ratio_all']:8.2f}x | {f['ratio_plain']:10.2f}x | {'+' + rss:>31s} | {f['hyp_len']:7.1f}"
     )
 
@@ -234,7 +234,7 @@ def main(device_name: str = "auto", families: list[str] | None = None) -> dict[s
                 figures[family] = measure_family(family, tmp / family, corpus, device_name)
                 print(row(family, figures[family]), flush=True)
             except ChildFailed as e:  # the other families are still measured
-                print(f"{family:10s} | {e}", flush=True)
+                print(f"{family:15s} | {e}", flush=True)
             shutil.rmtree(tmp / family)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

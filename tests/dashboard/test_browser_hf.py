@@ -1,11 +1,11 @@
-"""G3 for a Hugging Face model in headless Chromium: on the sentence page of a traced Marian run
-(random weights, tokenizer trained here, nothing downloaded), an attention edit chosen in the
-what-if controls re-decodes with the run's model, and the page shows the edited decoding that
-the same edit gives in Python: its hypothesis (another than the original's) and its attention."""
+"""G3 for a Hugging Face model in headless Chromium: on the sentence page of a traced NLLB-style run
+(model_type m2m_100, English to French: the target language is the forced first token; random
+weights, tokenizer trained here, nothing downloaded), an attention edit chosen in the what-if
+controls re-decodes with the run's model in the run's languages, and the page shows the edited
+decoding that the same edit gives in Python: its hypothesis (another than the original's), its
+forced first token and its attention."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
@@ -16,18 +16,20 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard import queries
 from pipeline.beam import DecodeConfig
-from pipeline.models import load_model
+from pipeline.models import load_run_model, run_decoding
 from pipeline.models.protocol import AttentionEdit
 from pipeline.trace import TraceConfig, trace
 from pipeline.whatif import Intervention, redecode
 from tests.dashboard.conftest import serving
 from tests.dashboard.test_browser import TIMEOUT, wait_text
-from tests.pipeline.hf_builders import BUILDERS, TEXT
+from tests.pipeline.hf_builders import BUILDERS, LANGUAGES, TEXT
 from warehouse import open_warehouse
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 
-RUN = "marian"
+RUN = "nllb"
+FAMILY = "m2m_100"
+SRC, TGT = LANGUAGES[FAMILY]
 _ATTENTION = (  # the z rows of the first figure under a selector, once plotly has drawn it
     "const g = document.querySelector(arguments[0] + ' .js-plotly-plot');"
     "return g && g._fullLayout && g.data && g.data[0] ? g.data[0].z.map(r => Array.from(r)) : null;"
@@ -36,17 +38,17 @@ _ATTENTION = (  # the z rows of the first figure under a selector, once plotly h
 
 @pytest.fixture(scope="module")
 def hf_warehouse(tmp_path_factory):
-    """A warehouse with one run of a tiny Marian model: 20 sentences, beam 4, per head."""
+    """A warehouse with one run of a tiny NLLB-style model: 20 sentences, beam 4, per head."""
     root = tmp_path_factory.mktemp("hf-whatif")
-    BUILDERS["marian"](root / "marian")
+    BUILDERS[FAMILY](root / FAMILY)
     corpus = root / "pairs.tsv"
     corpus.write_text("".join(f"{s}\t{r}\n" for s, r in zip(TEXT[:20], TEXT[20:40], strict=True)))
     cfg = TraceConfig(
-        model=str(root / "marian"),
+        model=str(root / FAMILY),
         corpus=str(corpus),
         warehouse=str(root / "wh"),
         run_name=RUN,
-        decoding=DecodeConfig(beam=4, topk=5, max_len=12, per_head=True),
+        decoding=DecodeConfig(beam=4, topk=5, max_len=12, per_head=True, src_lang=SRC, tgt_lang=TGT),
         device="cpu",
     )
     trace(cfg, progress=False)
@@ -60,10 +62,10 @@ def hf_server(hf_warehouse):
 
 def _changing_edit(root):
     """The first sentence and 'set' edit (at step 1 or 2) whose re-decoding's hypothesis differs
-    from the traced one, with the sentence's view and the edited re-decoding's view."""
-    model = load_model(root / "marian", torch.device("cpu"))
+    from the traced one (and is not empty), with the sentence's view and the edited re-decoding's view."""
     with open_warehouse(root / "wh") as wh:
-        decoding = DecodeConfig(**json.loads(queries.run_info(wh, RUN)["decoding"]))
+        run = queries.run_info(wh, RUN)
+        model, decoding = load_run_model(run, torch.device("cpu")), run_decoding(run)  # in its languages
         for sid in range(20):
             view = queries.sentence_view(wh, RUN, sid)
             s = view.sentence
@@ -74,7 +76,7 @@ def _changing_edit(root):
                     edit = AttentionEdit(step, (pos,), "set")
                     result = redecode(model, Intervention(s["source"], s["reference"], (), edit), decoding)
                     alt = queries.view_from_tables(result.tables, result.vocabulary)
-                    if alt.sentence["hypothesis"] != s["hypothesis"]:
+                    if alt.sentence["hypothesis"] not in (s["hypothesis"], ""):  # changed, not emptied
                         return view, edit, alt
     raise AssertionError("no attention edit changes a hypothesis: are edits reaching the model?")
 
@@ -101,6 +103,7 @@ def test_an_attention_edit_redecodes_the_hf_model(hf_server, hf_warehouse, brows
     sid, step, pos = view.sentence["sent_id"], edit.step, edit.positions[0]
     original, edited = view.sentence["hypothesis"], alt.sentence["hypothesis"]
     assert edited != original
+    assert view.target_steps["token"][0] == alt.target_steps["token"][0] == TGT  # forced first token
     expected_attention = queries.attention_matrix(alt.attention, "hyp")
     assert expected_attention[step][pos] == pytest.approx(1.0, abs=1e-3)  # 'set': all weight there
     assert queries.attention_matrix(view.attention, "hyp")[step][pos] < 0.99  # and it was not before
