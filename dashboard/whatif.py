@@ -9,6 +9,7 @@ written to the warehouse unless the user saves the alternative as a new run.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -73,8 +74,12 @@ def _source_controls(source: str) -> html.Div:
 
 
 def _attention_controls(view: queries.SentenceView) -> html.Div:
-    """Edit the cross-attention of one output step (all layers and heads)."""
+    """Edit the cross-attention of one output step, in every layer and head or in chosen ones (the
+    layers and heads the run stored: traced with ``--per-head``)."""
     src = view.source_tokens["token"].to_list()
+    pairs = queries.layer_heads(view.attention)
+    layers = [{"label": f"layer {i}", "value": i} for i in sorted({layer for layer, _ in pairs})]
+    heads = [{"label": f"head {i}", "value": i} for i in sorted({head for _, head in pairs})]
     hyp = view.target_steps["token"].to_list()
     steps = [{"label": f"{t}: {tok}", "value": t} for t, tok in enumerate(hyp)]
     positions = [{"label": f"{i}: {tok}", "value": i} for i, tok in enumerate(src)]
@@ -86,6 +91,16 @@ def _attention_controls(view: queries.SentenceView) -> html.Div:
                 "on source tokens",
                 dcc.Dropdown(positions, [], id=ids.WHATIF_POS, multi=True),
                 minWidth="260px",
+            ),
+            labelled(
+                "in layers",
+                dcc.Dropdown(layers, [], id=ids.WHATIF_LAYERS, multi=True, placeholder="all"),
+                minWidth="140px",
+            ),
+            labelled(
+                "heads",
+                dcc.Dropdown(heads, [], id=ids.WHATIF_HEADS, multi=True, placeholder="all"),
+                minWidth="140px",
             ),
             dcc.RadioItems(modes, "set", id=ids.WHATIF_MODE),
             dcc.Input(id=ids.WHATIF_FACTOR, type="number", value=0.0, step=0.1, style={"width": "70px"}),
@@ -104,6 +119,8 @@ def _intervention(
     mode: str,
     factor: float | None,
     topk_click: dict | None,
+    layers: list[int] | None,
+    heads: list[int] | None,
     view: queries.SentenceView,
     model: Any,
 ) -> Intervention:
@@ -131,7 +148,14 @@ def _intervention(
     elif trigger == ids.WHATIF_EDIT:
         if step is None or not positions:
             raise BeamscopeError("pick a target step and at least one source token")
-        edit = AttentionEdit(int(step), tuple(sorted(int(p) for p in positions)), mode, float(factor or 0.0))
+        edit = AttentionEdit(
+            int(step),
+            tuple(sorted(int(p) for p in positions)),
+            mode,
+            float(factor or 0.0),
+            tuple(sorted(layers or [])),
+            tuple(sorted(heads or [])),
+        )
     return Intervention(source, reference, prefix, edit)
 
 
@@ -182,7 +206,10 @@ def describe(intervention: Intervention, original: str, model: Any) -> str:
     if intervention.edit is not None:
         e = intervention.edit
         how = "only" if e.mode == "set" else f"scaled by {e.factor:g} on"
-        parts.append(f"attention of step {e.step} {how} source positions {list(e.positions)}")
+        where = "".join(
+            f" in {name} {list(c)}" for name, c in (("layers", e.layers), ("heads", e.heads)) if c
+        )
+        parts.append(f"attention of step {e.step} {how} source positions {list(e.positions)}{where}")
     return "; ".join(parts) or "no change (the same decoding again)"
 
 
@@ -199,16 +226,31 @@ def describe(intervention: Intervention, original: str, model: Any) -> str:
     State(ids.WHATIF_POS, "value"),
     State(ids.WHATIF_MODE, "value"),
     State(ids.WHATIF_FACTOR, "value"),
+    State(ids.WHATIF_LAYERS, "value"),
+    State(ids.WHATIF_HEADS, "value"),
     State(ids.SENTENCE_KEY, "data"),
     prevent_initial_call=True,
 )
-def run_whatif(_run, _force, _edit, topk_click, source, prefix, step, positions, mode, factor, key):  # noqa: ANN001, PLR0913
+def run_whatif(
+    _run, _force, _edit, topk_click, source, prefix, step, positions, mode, factor, layers, heads, key
+):  # noqa: ANN001, PLR0913
     wh = warehouse()
     view = queries.sentence_view(wh, key["run"], key["sent_id"])
     try:
         model = model_for(queries.run_info(wh, key["run"]))
         iv = _intervention(
-            dash.ctx.triggered_id, source, prefix, step, positions, mode, factor, topk_click, view, model
+            dash.ctx.triggered_id,
+            source,
+            prefix,
+            step,
+            positions,
+            mode,
+            factor,
+            topk_click,
+            layers,
+            heads,
+            view,
+            model,
         )
         alt, _, _ = _whatif(key, iv)
     except BeamscopeError as e:
@@ -219,9 +261,7 @@ def run_whatif(_run, _force, _edit, topk_click, source, prefix, step, positions,
         "source": iv.source,
         "reference": iv.reference,
         "prefix": list(iv.prefix),
-        "edit": None
-        if iv.edit is None
-        else [iv.edit.step, list(iv.edit.positions), iv.edit.mode, iv.edit.factor],
+        "edit": None if iv.edit is None else dataclasses.asdict(iv.edit),
     }
     return html.Div(
         [
@@ -248,7 +288,9 @@ def save_whatif(_n, stored: dict | None, key: dict) -> str:
         stored["source"],
         stored["reference"],
         tuple(stored["prefix"]),
-        None if edit is None else AttentionEdit(edit[0], tuple(edit[1]), edit[2], edit[3]),
+        None
+        if edit is None
+        else AttentionEdit(**{k: tuple(v) if isinstance(v, list) else v for k, v in edit.items()}),
     )
     try:
         _, result, run = _whatif(key, iv)

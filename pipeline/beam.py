@@ -199,6 +199,8 @@ def beam_search(
 
     for t in range(cfg.max_len):
         out = model.step(enc, tokens, cache, edit if edit is not None and edit.step == t else None)
+        if edit is not None and t == 0:
+            edit.check(*out.cross_attention.shape[1:3])  # [rows, layers, heads, src]
         prefix = torch.cat([start, run_seqs[:, :, :t].reshape(b * k, t)], dim=1)  # [rows, t + 1]
         logprobs = _step_logprobs(model, out, prefix, t, cfg, forced)
         if rec is not None:

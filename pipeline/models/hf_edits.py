@@ -34,7 +34,8 @@ def _attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value:
     """The family's eager attention, with the active edit in cross-attention."""
     out, weights = eager_attention(module)(module, query, key, value, *args, **kwargs)
     edit = getattr(_active, "edit", None)
-    if edit is None or not getattr(module, "_beamscope_cross", False):
+    layer = getattr(module, "_beamscope_cross", None)
+    if edit is None or layer is None or edit.at_layer(layer) is None:
         return out, weights
     weights = edit.apply(weights)  # [rows, heads, tgt, src]
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
@@ -44,9 +45,9 @@ def enable(model: Any) -> None:
     """Route eager attention through ``_attention`` and mark ``model``'s cross-attention modules
     (``reaches`` tells whether edits then reach them)."""
     transformers.AttentionInterface.register(IMPLEMENTATION, _attention)
-    for name, module in model.named_modules():
-        if name.split(".")[-1] in CROSS_ATTENTION:
-            module._beamscope_cross = True
+    cross = [m for name, m in model.named_modules() if name.split(".")[-1] in CROSS_ATTENTION]
+    for layer, module in enumerate(cross):  # in the decoder's layer order
+        module._beamscope_cross = layer
 
 
 def reaches(model: Any, forward: Callable[[], torch.Tensor | None]) -> bool:
@@ -54,7 +55,7 @@ def reaches(model: Any, forward: Callable[[], torch.Tensor | None]) -> bool:
     source of several tokens) is run under an edit that moves every row to the last source
     position, and every layer's and head's weights must show it. A family whose attention
     bypasses the interface fails this."""
-    if not any(getattr(m, "_beamscope_cross", False) for m in model.modules()):
+    if not any(getattr(m, "_beamscope_cross", None) is not None for m in model.modules()):
         return False
     with editing(_Probe()):
         weights = forward()  # None: the model returns no attention weights
@@ -63,6 +64,9 @@ def reaches(model: Any, forward: Callable[[], torch.Tensor | None]) -> bool:
 
 class _Probe:
     """An edit that sends every row to the last source position."""
+
+    def at_layer(self, layer: int) -> _Probe:
+        return self
 
     def apply(self, weights: torch.Tensor) -> torch.Tensor:
         edited = torch.zeros_like(weights)

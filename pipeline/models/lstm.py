@@ -75,7 +75,7 @@ class LSTMSeq2Seq(nn.Module):
         h, c = self.cell(x, (cache["h"], cache["c"]))
         scores = torch.einsum("rd,rsd->rs", h, cache["keys"]).masked_fill(~cache["mask"], float("-inf"))
         weights = torch.softmax(scores, dim=-1)
-        if edit is not None:
+        if edit is not None and edit.at_layer(0) is not None:  # one layer, one head
             weights = edit.apply(weights)
         context = torch.einsum("rs,rsd->rd", weights, cache["mem"])
         state = torch.tanh(self.combine(torch.cat([context, h], dim=-1)))

@@ -13,10 +13,13 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from schemas import ConfigError
+
 
 @dataclass(frozen=True)
 class AttentionEdit:
-    """A what-if intervention on cross-attention at one target step (all layers and heads).
+    """A what-if intervention on cross-attention at one target step, in every layer and head or
+    in the chosen ``layers`` and ``heads`` (empty: all).
 
     ``set``: the step attends only to ``positions`` (uniformly); ``scale``: the weights of
     ``positions`` are multiplied by ``factor`` (0 removes them). Rows are renormalised.
@@ -26,9 +29,20 @@ class AttentionEdit:
     positions: tuple[int, ...]
     mode: Literal["set", "scale"] = "set"
     factor: float = 0.0
+    layers: tuple[int, ...] = ()
+    heads: tuple[int, ...] = ()
+
+    def at_layer(self, layer: int) -> AttentionEdit | None:
+        """This edit where it applies to decoder layer ``layer`` (models call it per layer)."""
+        return self if not self.layers or layer in self.layers else None
+
+    def check(self, layers: int, heads: int) -> None:
+        """A ConfigError unless the chosen layers and heads exist in a model of that many."""
+        _in_range("layers", self.layers, layers)
+        _in_range("heads", self.heads, heads)
 
     def apply(self, weights: Tensor) -> Tensor:
-        """Edit ``weights`` [..., src] (rows sum to 1) and renormalise."""
+        """Edit ``weights`` [rows, heads, ..., src] or [rows, src] (rows sum to 1) and renormalise."""
         pos = torch.tensor(self.positions, device=weights.device, dtype=torch.long)
         if self.mode == "set":
             edited = torch.zeros_like(weights)
@@ -37,7 +51,19 @@ class AttentionEdit:
             edited = weights.clone()
             edited[..., pos] = edited[..., pos] * self.factor
         total = edited.sum(-1, keepdim=True)
-        return torch.where(total > 0, edited / total.clamp_min(1e-30), weights)
+        edited = torch.where(total > 0, edited / total.clamp_min(1e-30), weights)
+        if not self.heads:
+            return edited
+        n_heads = weights.shape[1] if weights.dim() > 2 else 1
+        _in_range("heads", self.heads, n_heads)
+        chosen = torch.zeros(n_heads, dtype=torch.bool, device=weights.device)
+        chosen[list(self.heads)] = True
+        return torch.where(chosen.view(1, -1, *(1,) * (weights.dim() - 2)), edited, weights)
+
+
+def _in_range(name: str, chosen: tuple[int, ...], n: int) -> None:
+    if any(not 0 <= i < n for i in chosen):
+        raise ConfigError(f"the attention edit's {name} must be 0..{n - 1} (got {list(chosen)})")
 
 
 @dataclass(frozen=True)
@@ -51,6 +77,9 @@ class RowAttentionEdit:
     step: int
     positions: tuple[int, ...]  # one per row
 
+    def at_layer(self, layer: int) -> RowAttentionEdit:
+        return self  # every layer
+
     def apply(self, weights: Tensor) -> Tensor:
         """Edit ``weights`` [rows, ..., src] (rows first, as every model passes them)."""
         pos = torch.tensor(self.positions, device=weights.device, dtype=torch.long)
@@ -62,7 +91,8 @@ class RowAttentionEdit:
         return torch.where((pos >= 0).view(shape), moved, weights)
 
 
-Edit = AttentionEdit | RowAttentionEdit  # what a model's ``step`` takes: ``edit.apply(weights)``
+Edit = AttentionEdit | RowAttentionEdit  # what a model's ``step`` takes: per decoder layer
+# ``edit.at_layer(i)`` (None: not that layer), then ``.apply(weights)``
 
 
 @dataclass

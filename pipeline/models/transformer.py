@@ -161,7 +161,7 @@ class Transformer(nn.Module):
                 pk, pv = cache["self"][i]
                 k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
             new_self.append((k, v))
-            x, w = layer(x, (k, v), empty, cache["mem"][i], cache["bias"], edit)
+            x, w = layer(x, (k, v), empty, cache["mem"][i], cache["bias"], edit and edit.at_layer(i))
             attns.append(w[:, :, 0, :])
         state = self.dec_ln(x[:, 0])
         new_cache = {**cache, "self": new_self, "t": t + 1}

@@ -7,6 +7,7 @@ forced first token and its attention."""
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 import torch
 from selenium.webdriver.common.by import By
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremo
 RUN = "nllb"
 FAMILY = "m2m_100"
 SRC, TGT = LANGUAGES[FAMILY]
+LAYERS, HEADS = (1,), (0, 2)  # the edit's chosen layer and heads (the model has 2 layers of 4 heads)
 _ATTENTION = (  # the z rows of the first figure under a selector, once plotly has drawn it
     "const g = document.querySelector(arguments[0] + ' .js-plotly-plot');"
     "return g && g._fullLayout && g.data && g.data[0] ? g.data[0].z.map(r => Array.from(r)) : null;"
@@ -73,7 +75,7 @@ def _changing_edit(root):
                 if step >= view.target_steps.height - 1:
                     continue
                 for pos in range(view.source_tokens.height - 1):  # not the final </s>
-                    edit = AttentionEdit(step, (pos,), "set")
+                    edit = AttentionEdit(step, (pos,), "set", layers=LAYERS, heads=HEADS)
                     result = redecode(model, Intervention(s["source"], s["reference"], (), edit), decoding)
                     alt = queries.view_from_tables(result.tables, result.vocabulary)
                     if alt.sentence["hypothesis"] not in (s["hypothesis"], ""):  # changed, not emptied
@@ -105,17 +107,26 @@ def test_an_attention_edit_redecodes_the_hf_model(hf_server, hf_warehouse, brows
     assert edited != original
     assert view.target_steps["token"][0] == alt.target_steps["token"][0] == TGT  # forced first token
     expected_attention = queries.attention_matrix(alt.attention, "hyp")
-    assert expected_attention[step][pos] == pytest.approx(1.0, abs=1e-3)  # 'set': all weight there
-    assert queries.attention_matrix(view.attention, "hyp")[step][pos] < 0.99  # and it was not before
+    rows = alt.attention.filter(
+        (pl.col("decoding") == "hyp") & (pl.col("step") == step) & (pl.col("src_pos") == pos)
+    )
+    chosen = pl.col("layer").is_in(LAYERS) & pl.col("head").is_in(HEADS)
+    assert set(rows.filter(chosen)["weight"]) == {1.0}  # 'set': all weight there, in the chosen heads
+    assert rows.filter(~chosen & (pl.col("layer") >= 0))["weight"].max() < 0.99  # and only there
 
     browser.get(f"{hf_server}/run/{RUN}/sentence/{sid}")
     wait_text(browser, "What if?")
     _choose(browser, "whatif-step", f"{step}: {view.target_steps['token'][step]}")
     _choose(browser, "whatif-pos", f"{pos}: {view.source_tokens['token'][pos]}")
+    for layer in LAYERS:
+        _choose(browser, "whatif-layers", f"layer {layer}")
+    for head in HEADS:
+        _choose(browser, "whatif-heads", f"head {head}")
     assert browser.find_element(By.CSS_SELECTOR, "#whatif-mode input[value='set']").is_selected()
     browser.find_element(By.ID, "whatif-edit").click()
 
-    wait_text(browser, f"What if: attention of step {step} only source positions [{pos}]")
+    where = f"in layers {list(LAYERS)} in heads {list(HEADS)}"
+    wait_text(browser, f"What if: attention of step {step} only source positions [{pos}] {where}")
     panels = browser.find_elements(By.CSS_SELECTOR, "#whatif-result .grid2 > .panel")
     assert [p.find_element(By.TAG_NAME, "h4").text for p in panels] == ["Original", "What-if"]
     hyps = [p.find_element(By.CSS_SELECTOR, ".whatif-hyp").text for p in panels]

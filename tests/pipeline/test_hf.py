@@ -440,6 +440,30 @@ def test_an_attention_edit_changes_its_step_on_every_layer_and_head(models, name
         check_takes(model, stage)
 
 
+@pytest.mark.parametrize("name", EDITABLE)
+def test_an_edit_of_chosen_layers_and_heads_leaves_the_others(models, name) -> None:
+    """Layer 1, heads 0 and 2: those rows are edited; layer 0 and the other heads of layer 1 read the
+    same queries as without the edit, so their rows are the unedited ones."""
+    model = models[name]
+    cfg = DecodeConfig(beam=1, max_len=MAX_NEW, per_head=True)
+    edit = AttentionEdit(step=2, positions=(1,), mode="set", layers=(1,), heads=(0, 2))
+    with torch.inference_mode():
+        for source in SOURCES:
+            enc = model.encode(*_batch(model, [source]))
+            base = beam_search(model, enc, cfg, trace=True)[0].steps.attention
+            if len(base) >= 4:
+                break
+        edited = beam_search(model, enc, cfg, trace=True, edit=edit)[0].steps.attention
+    assert np.allclose(edited[2, 1, [0, 2], 1], 1.0)
+    np.testing.assert_allclose(edited[2, 0], base[2, 0], atol=1e-6)
+    np.testing.assert_allclose(edited[2, 1, [1, 3]], base[2, 1, [1, 3]], atol=1e-6)
+    with (
+        torch.inference_mode(),
+        pytest.raises(ConfigError, match=r"the attention edit's layers must be 0\.\.1"),
+    ):
+        beam_search(model, enc, cfg, edit=dataclasses.replace(edit, layers=(2,)))
+
+
 def test_a_model_whose_cross_attention_edits_cannot_reach_is_refused(hf_dirs) -> None:
     model = load_model(hf_dirs["bart"], torch.device("cpu"))
     model.net.set_attn_implementation("sdpa")  # attention no longer eager: edits cannot reach it

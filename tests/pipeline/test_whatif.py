@@ -49,6 +49,24 @@ def test_attention_override_sets_the_row_and_leaves_earlier_steps(tiny) -> None:
     assert edited.tables["sentences"]["ref_score"][0] == base.tables["sentences"]["ref_score"][0]
 
 
+def test_an_edit_of_chosen_layers_and_heads_leaves_the_others(tiny) -> None:
+    """Layer 1, heads 0 and 2 only: layer 0 and the other heads of layer 1 read the same queries as
+    without the edit, so their rows are the unedited ones."""
+    t = 3
+    base = _attention(redecode(tiny, Intervention(SOURCE, REFERENCE), CFG), t).sort(
+        "layer", "head", "src_pos"
+    )
+    edit = AttentionEdit(t, (1,), "set", layers=(1,), heads=(0, 2))
+    row = _attention(redecode(tiny, Intervention(SOURCE, REFERENCE, edit=edit), CFG), t).sort(
+        "layer", "head", "src_pos"
+    )
+    chosen = (pl.col("layer") == 1) & pl.col("head").is_in([0, 2])
+    edited = row.filter(chosen)
+    assert edited.height > 0 and set(edited.filter(pl.col("src_pos") == 1)["weight"]) == {1.0}
+    others = pl.col("layer").is_in([0, 1]) & ~chosen
+    np.testing.assert_allclose(row.filter(others)["weight"], base.filter(others)["weight"], atol=1e-6)
+
+
 def test_edited_source(tiny) -> None:
     out = redecode(tiny, Intervention("March 6th, 2021"), CFG)
     src = pl.from_arrow(out.tables["source_tokens"])
@@ -66,6 +84,8 @@ def test_edited_source(tiny) -> None:
         (Intervention(SOURCE, edit=AttentionEdit(16, (1,))), "step must be"),
         (Intervention(SOURCE, edit=AttentionEdit(2, (1,), "scale", -1.0)), "factor"),
         (Intervention(SOURCE, edit=AttentionEdit(2, (1,), "scale", float("nan"))), "factor"),
+        (Intervention(SOURCE, edit=AttentionEdit(2, (1,), layers=(7,))), r"layers must be 0\.\.1"),
+        (Intervention(SOURCE, edit=AttentionEdit(0, (1,), heads=(9,))), r"heads must be 0\.\.3"),
     ],
 )
 def test_bad_interventions_are_refused(tiny, intervention, message) -> None:
