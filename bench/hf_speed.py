@@ -1,6 +1,6 @@
 """beamscope's traced beam search vs transformers' ``generate``, for every Hugging Face family.
 
-Models: one per family of ``pipeline.models.hf.FAMILIES``, built by the tests' builders
+Models: one per family of ``pipeline.models.hf_families.FAMILIES``, built by the tests' builders
 (``tests.pipeline.hf_builders.BUILDERS``) at mid size: 6+6 layers, d_model 512, 8 heads, feed-forward
 2048 (T5 family: d_kv 64), 512 positions; random weights (``_randomise``: large, so distributions are
 peaked). Vocabularies as the builders train them on the spot: 112 to 300 pieces, so the output layer
@@ -211,7 +211,7 @@ def main(device_name: str = "auto", families: list[str] | None = None) -> dict[s
     import transformers
 
     from pipeline.models import resolve_device
-    from pipeline.models.hf import FAMILIES
+    from pipeline.models.hf_families import FAMILIES
     from pipeline.threads import default_threads
     from tests.pipeline.hf_builders import BUILDERS, Sizes
 

@@ -27,32 +27,19 @@ from transformers.modeling_outputs import BaseModelOutput
 from pipeline.models import hf_edits
 from pipeline.models.builtin import file_hash
 from pipeline.models.hf_compat import cache_keyword, check_version, logits_processors
+from pipeline.models.hf_families import (
+    FAMILIES,
+    REFUSED,
+    STEPWISE_FORCED,
+    input_embeddings,
+    predicting,
+    word_marks,
+    word_starts,
+)
 from pipeline.models.hf_languages import LanguageToken, multilingual, set_language
 from pipeline.models.protocol import Edit, Encoded, ForcedOutput, StepOutput
 from schemas import CheckpointError, ConfigError
 
-FAMILIES = (  # config.json "model_type" values this adapter is tested with
-    "marian",
-    "t5",
-    "mt5",
-    "umt5",
-    "bart",
-    "mbart",
-    "m2m_100",  # M2M100 and NLLB-200
-    "pegasus",
-    "pegasus_x",
-    "bigbird_pegasus",
-    "led",
-    "longt5",
-    "fsmt",
-    "prophetnet",
-)
-REFUSED = {  # model_type -> why it cannot be traced exactly
-    "switch_transformers": "its decoder reads the encoder's router logits, which a reused encoder "
-    "output does not carry",
-}
-STEPWISE_FORCED = ("hf-prophetnet",)  # a full teacher-forced pass differs from its generation: n-gram
-# streams see the main stream differently; forced decoding runs step by step as generate does
 WEIGHTS = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -68,8 +55,6 @@ TOKENIZER_FILES = (
     "vocab-src.json",  # FSMT
     "prophetnet.tokenizer",
 )
-WORD_MARKS = ("▁", "Ġ")  # sentence-piece and byte-level BPE word-start marks
-ENDS_WORD, CONTINUES = "</w>", "##"  # FSMT's (XLM) BPE word-end mark, ProphetNet's word-piece one
 UNSUPPORTED = {  # generation settings whose processors need each row's source ids or a second model pass
     "encoder_repetition_penalty": (None, 1.0),
     "encoder_no_repeat_ngram_size": (None, 0),
@@ -107,7 +92,7 @@ class HFModel:
         self._banned = _static_bans(gen, self.eos_id)
         self._cache_kw = cache_keyword(model)
         self._edits: bool | None = None  # whether attention edits reach the model (probed on first use)
-        self._marks = _word_marks(tokenizer)
+        self._marks = word_marks(tokenizer)
         self.languages = (tokenizer.src_lang if multilingual(tokenizer) else None, None)  # (source, target)
         self._tgt_mark: LanguageToken | None = None
 
@@ -179,19 +164,7 @@ class HFModel:
     def word_starts(self, pieces: list[str], side: str = "tgt") -> list[bool]:
         """Whether each piece begins a word: it is special or follows one, or its tokenizer marks it so
         (a ``▁``/``Ġ`` word start, no ``##`` word-piece continuation, the previous piece's ``</w>``)."""
-        special = set(self.tokenizer.all_special_tokens)
-        starts, after_special, ended = [], True, True  # ended: the previous piece ended a word
-        for piece in pieces:
-            if self._marks == "end":
-                marked = ended
-            elif self._marks == "continue":
-                marked = not piece.startswith(CONTINUES)
-            else:
-                marked = piece.startswith(WORD_MARKS)
-            is_special = piece in special
-            starts.append(is_special or after_special or marked)
-            after_special, ended = is_special, is_special or piece.endswith(ENDS_WORD)
-        return starts
+        return word_starts(pieces, set(self.tokenizer.all_special_tokens), self._marks)
 
     def _pieces(self, ids: list[int]) -> list[str]:
         tokens = self.tokenizer.convert_ids_to_tokens(list(ids))
@@ -217,7 +190,7 @@ class HFModel:
         with hf_edits.editing(edit):
             out = self._forward(cache.states, cache.mask, tokens[:, None], cache.kv)
         cache.kv = getattr(out, self._cache_kw)
-        attention, states = _predicting(out, 1)
+        attention, states = predicting(out, 1)
         return StepOutput(out.logits[:, -1], attention[:, 0], states[:, 0], cache)
 
     def _check_edits(self) -> None:
@@ -249,7 +222,7 @@ class HFModel:
         if self.arch in STEPWISE_FORCED:
             return self._forced_by_steps(enc, tgt_in)
         out = self._forward(enc.states, enc.mask.long(), tgt_in, None, use_cache=False)
-        attention, states = _predicting(out, tgt_in.shape[1])
+        attention, states = predicting(out, tgt_in.shape[1])
         return ForcedOutput(out.logits, attention, states)
 
     def _forced_by_steps(self, enc: Encoded, tgt_in: Tensor) -> ForcedOutput:
@@ -258,7 +231,7 @@ class HFModel:
         for t in range(tgt_in.shape[1]):
             out = self._forward(enc.states, enc.mask.long(), tgt_in[:, t : t + 1], kv)
             kv = getattr(out, self._cache_kw)
-            outs.append((out.logits, *_predicting(out, 1)))
+            outs.append((out.logits, *predicting(out, 1)))
         logits, attention, states = (torch.cat(parts, dim=1) for parts in zip(*outs, strict=True))
         return ForcedOutput(logits, attention, states)
 
@@ -279,7 +252,7 @@ class HFModel:
         )
 
     def embeddings(self) -> tuple[nn.Module, nn.Module]:
-        return _input_embeddings(self.net.get_encoder()), _input_embeddings(self.net.get_decoder())
+        return input_embeddings(self.net.get_encoder()), input_embeddings(self.net.get_decoder())
 
     def output_embeddings(self) -> Tensor:
         return self.net.get_output_embeddings().weight
@@ -317,25 +290,6 @@ class HFModel:
         if key not in self._processors:
             self._processors[key] = build_processors(self.net, self.generation, max_len)
         return self._processors[key]
-
-
-def _input_embeddings(side: nn.Module) -> nn.Module:
-    """A side's token embeddings (ProphetNet calls them ``word_embeddings``; FSMT's sides are plain
-    modules without ``get_input_embeddings``)."""
-    return side.embed_tokens if hasattr(side, "embed_tokens") else side.get_input_embeddings()
-
-
-def _predicting(out: Any, steps: int) -> tuple[Tensor, Tensor]:
-    """The cross-attention [b, steps, layers, heads, src] and decoder states [b, steps, d] that the
-    prediction of each next token read. ProphetNet predicts from its first n-gram stream (its
-    outputs hold the main stream's rows first) and returns attention scores before the softmax."""
-    ngram = getattr(out, "decoder_ngram_hidden_states", None)
-    rows = slice(steps, 2 * steps) if ngram is not None else slice(0, steps)
-    # cross_attentions: per layer [b, heads, streams * steps, src] -> [b, steps, layers, heads, src]
-    attention = torch.stack([a[:, :, rows] for a in out.cross_attentions], dim=1).permute(0, 3, 1, 2, 4)
-    if ngram is not None:
-        return attention.softmax(-1), ngram[-1][:, :steps]
-    return attention, out.decoder_hidden_states[-1]
 
 
 def build_processors(model: Any, generation: Any, max_len: int | None) -> Any:
@@ -422,14 +376,6 @@ def _quiet() -> Iterator[None]:
         logging.set_verbosity(verbosity)
         if bars:
             logging.enable_progress_bar()
-
-
-def _word_marks(tokenizer: Any) -> str:
-    """How the vocabulary marks words: "end" (``</w>``), "continue" (``##``) or "start" (``▁``/``Ġ``)."""
-    vocab = tokenizer.get_vocab()
-    if any(piece.endswith(ENDS_WORD) for piece in vocab):
-        return "end"
-    return "continue" if any(piece.startswith(CONTINUES) for piece in vocab) else "start"
 
 
 def _first(*values: int | None) -> int:

@@ -17,11 +17,11 @@ import torch
 import transformers
 from tokenizers import ByteLevelBPETokenizer, CharBPETokenizer, SentencePieceBPETokenizer
 
-from pipeline.models import hf
+from pipeline.models import hf_families
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 
-FAMILIES = list(hf.FAMILIES)  # every family the adapter takes has a builder here (BUILDERS)
+FAMILIES = list(hf_families.FAMILIES)  # every family the adapter takes has a builder here (BUILDERS)
 NOT_EDITABLE = ["led", "fsmt", "prophetnet"]  # compute their attention themselves: edits are refused
 EDITABLE = [f for f in FAMILIES if f not in NOT_EDITABLE]
 LANGUAGES = {  # multilingual families: the source and target languages their tests decode with
