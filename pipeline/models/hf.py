@@ -29,9 +29,11 @@ from pipeline.models.builtin import file_hash
 from pipeline.models.hf_compat import cache_keyword, check_version, logits_processors
 from pipeline.models.hf_families import (
     FAMILIES,
+    FULL_PASS_INPUT_IDS,
     REFUSED,
     STEPWISE_FORCED,
     input_embeddings,
+    output_layer,
     predicting,
     word_marks,
     word_starts,
@@ -236,9 +238,7 @@ class HFModel:
         return ForcedOutput(logits, attention, states)
 
     def _forward(self, states: Tensor, mask: Tensor, tgt: Tensor, kv: Any, use_cache: bool = True) -> Any:
-        # FSMT builds its decoder's causal mask in a full pass only when given input_ids (with the
-        # encoder output given, it reads nothing else from them)
-        extra = {"input_ids": mask} if self.arch == "hf-fsmt" and not use_cache else {}
+        extra = {"input_ids": mask} if self.arch in FULL_PASS_INPUT_IDS and not use_cache else {}
         return self.net(
             **extra,
             encoder_outputs=BaseModelOutput(last_hidden_state=states),
@@ -262,8 +262,7 @@ class HFModel:
         BART and Marian add ``final_logits_bias``."""
         if getattr(self.net.config, "scale_decoder_outputs", False):
             states = states * self.net.model_dim**-0.5
-        head = getattr(self.net.get_decoder(), "output_projection", None)  # FSMT: its output embeddings
-        out = (head if head is not None else self.net.get_output_embeddings())(states)  # are the input ones
+        out = output_layer(self.net)(states)
         bias = getattr(self.net, "final_logits_bias", None)
         return out if bias is None else out + bias
 

@@ -31,6 +31,8 @@ REFUSED = {  # model_type -> why it cannot be traced exactly
 }
 STEPWISE_FORCED = ("hf-prophetnet",)  # a full teacher-forced pass differs from its generation: n-gram
 # streams see the main stream differently; forced decoding runs step by step as generate does
+FULL_PASS_INPUT_IDS = ("hf-fsmt",)  # builds its decoder's causal mask in a full pass only when given
+# input_ids (with the encoder output given, it reads nothing else from them)
 WORD_MARKS = ("▁", "Ġ")  # sentence-piece and byte-level BPE word-start marks
 ENDS_WORD, CONTINUES = "</w>", "##"  # FSMT's (XLM) BPE word-end mark, ProphetNet's word-piece one
 
@@ -39,6 +41,13 @@ def input_embeddings(side: nn.Module) -> nn.Module:
     """A side's token embeddings (ProphetNet calls them ``word_embeddings``; FSMT's sides are plain
     modules without ``get_input_embeddings``)."""
     return side.embed_tokens if hasattr(side, "embed_tokens") else side.get_input_embeddings()
+
+
+def output_layer(model: Any) -> nn.Module:
+    """The layer that turns decoder states into logits (FSMT's ``output_projection`` is not its
+    output embeddings)."""
+    head = getattr(model.get_decoder(), "output_projection", None)
+    return model.get_output_embeddings() if head is None else head
 
 
 def predicting(out: Any, steps: int) -> tuple[Tensor, Tensor]:

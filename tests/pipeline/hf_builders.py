@@ -18,6 +18,7 @@ import transformers
 from tokenizers import ByteLevelBPETokenizer, CharBPETokenizer, SentencePieceBPETokenizer
 
 from pipeline.models import hf_families
+from pipeline.models.hf_families import output_layer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 
@@ -94,6 +95,26 @@ def _spm(size: int) -> bytes:
     return buf.getvalue()
 
 
+def _spm_vocab(size: int = 200) -> list[tuple[str, float]]:
+    """The pieces and scores of a sentence-piece unigram model trained on ``TEXT``."""
+    sp = spm.SentencePieceProcessor(model_proto=_spm(size))
+    return [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+
+
+def _bpe(
+    trainer, size: int, specials: list[str], **options: object
+) -> tuple[dict[str, int], list[tuple[str, str]]]:  # noqa: ANN001
+    """The vocabulary and merges of a ``tokenizers`` BPE ``trainer`` trained on ``TEXT``."""
+    trainer.train_from_iterator(
+        TEXT, vocab_size=size, special_tokens=specials, show_progress=False, **options
+    )
+    spec = json.loads(trainer._tokenizer.to_str())["model"]
+    return spec["vocab"], [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]
+
+
+FAIRSEQ_IDS = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)  # BART & co.
+
+
 def _randomise(model, std: float = 0.3, eos_bias: float | None = None) -> None:
     """Larger random weights than the init, so that distributions are peaked and varied
     (``std`` and ``eos_bias`` are chosen per family so that hypotheses end at different steps)."""
@@ -141,12 +162,10 @@ def build_t5(
     out: Path, family: str = "T5", eos: float = 2.5, *, sizes: Sizes = TINY, **extra: object
 ) -> None:
     """T5, mT5, umT5 and LongT5 (``family`` is the class-name prefix; ``extra``: its own configuration)."""
-    sp = spm.SentencePieceProcessor(model_proto=_spm(200))
-    tok = transformers.T5Tokenizer(
-        vocab=[(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())], extra_ids=0
-    )
+    vocab = _spm_vocab()
+    tok = transformers.T5Tokenizer(vocab=vocab, extra_ids=0)
     config = getattr(transformers, f"{family}Config")(
-        vocab_size=sp.get_piece_size(),
+        vocab_size=len(vocab),
         d_model=sizes.d_model,
         d_kv=sizes.d_model // sizes.heads,
         d_ff=sizes.ffn,
@@ -172,30 +191,18 @@ def _eos_along_mean_state(model, tok, value: float) -> None:
     model.eval()  # no dropout: the same model at every build
     with torch.no_grad():
         mean = model(**batch, output_hidden_states=True).decoder_hidden_states[-1][:, 1:].mean(dim=(0, 1))
-        head = getattr(model.get_decoder(), "output_projection", None)  # FSMT's (untied) output layer
-        head = model.get_output_embeddings() if head is None else head
-        head.weight[model.config.eos_token_id] += value * mean / mean.dot(mean)
+        output_layer(model).weight[model.config.eos_token_id] += value * mean / mean.dot(mean)
 
 
 def _build_bart_like(out: Path, family: str, sizes: Sizes, **positions: object) -> None:
     """BART and LED: a byte-level BPE tokenizer trained on ``TEXT``, BART's special tokens."""
-    bpe = ByteLevelBPETokenizer()
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    bpe.train_from_iterator(
-        TEXT, vocab_size=300, min_frequency=2, special_tokens=specials, show_progress=False
+    vocab, merges = _bpe(
+        ByteLevelBPETokenizer(), 300, ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], min_frequency=2
     )
-    spec = json.loads(bpe._tokenizer.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]
     prefix = {"bart": "Bart", "led": "LED"}[family]
-    tok = getattr(transformers, f"{prefix}Tokenizer")(vocab=spec["vocab"], merges=merges)
+    tok = getattr(transformers, f"{prefix}Tokenizer")(vocab=vocab, merges=merges)
     config = getattr(transformers, f"{prefix}Config")(
-        vocab_size=len(spec["vocab"]),
-        **sizes.bart(),
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        decoder_start_token_id=2,
-        **positions,
+        vocab_size=len(vocab), **sizes.bart(), **FAIRSEQ_IDS, **positions
     )
     model = getattr(transformers, f"{prefix}ForConditionalGeneration")(config)
     _randomise(model, eos_bias=3.0)
@@ -225,9 +232,7 @@ def build_pegasus(
 ) -> None:
     """Pegasus, Pegasus-X and BigBird-Pegasus (``family`` is the class-name prefix; ``extra``: its
     own configuration)."""
-    sp = spm.SentencePieceProcessor(model_proto=_spm(200))
-    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
-    tok = transformers.PegasusTokenizer(vocab=vocab, offset=0)  # <pad> 0, </s> 1, <unk> 2
+    tok = transformers.PegasusTokenizer(vocab=_spm_vocab(), offset=0)  # <pad> 0, </s> 1, <unk> 2
     config = getattr(transformers, f"{family}Config")(
         vocab_size=len(tok),
         **sizes.bart(),
@@ -248,18 +253,9 @@ def build_pegasus(
 def build_mbart(out: Path, *, sizes: Sizes = TINY) -> None:
     """mBART-50: a sentence-piece vocabulary in fairseq order, the 52 language codes after it; the
     decoder starts with </s> and the target language is the forced first token (as mbart-large-50)."""
-    sp = spm.SentencePieceProcessor(model_proto=_spm(200))
-    tok = transformers.MBart50Tokenizer(
-        vocab=[(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
-    )
+    tok = transformers.MBart50Tokenizer(vocab=_spm_vocab())
     config = transformers.MBartConfig(
-        vocab_size=len(tok),
-        **sizes.bart(),
-        max_position_embeddings=sizes.positions,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        decoder_start_token_id=2,
+        vocab_size=len(tok), **sizes.bart(), max_position_embeddings=sizes.positions, **FAIRSEQ_IDS
     )
     model = transformers.MBartForConditionalGeneration(config)
     _randomise(model, eos_bias=3.0)
@@ -271,23 +267,12 @@ def build_mbart(out: Path, *, sizes: Sizes = TINY) -> None:
 def build_m2m_100(out: Path, *, sizes: Sizes = TINY) -> None:
     """NLLB-200 (model_type m2m_100): a sentence-piece BPE vocabulary, three language codes; the
     source starts with its language code, the target language is the forced first token."""
-    bpe = SentencePieceBPETokenizer()
-    bpe.train_from_iterator(
-        TEXT, vocab_size=200, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False
-    )
-    spec = json.loads(bpe._tokenizer.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]
+    vocab, merges = _bpe(SentencePieceBPETokenizer(), 200, ["<s>", "<pad>", "</s>", "<unk>"])
     tok = transformers.NllbTokenizer(
-        vocab=spec["vocab"], merges=merges, extra_special_tokens=["eng_Latn", "fra_Latn", "deu_Latn"]
+        vocab=vocab, merges=merges, extra_special_tokens=["eng_Latn", "fra_Latn", "deu_Latn"]
     )
     config = transformers.M2M100Config(
-        vocab_size=len(tok),
-        **sizes.bart(),
-        max_position_embeddings=sizes.positions,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        decoder_start_token_id=2,
+        vocab_size=len(tok), **sizes.bart(), max_position_embeddings=sizes.positions, **FAIRSEQ_IDS
     )
     model = transformers.M2M100ForConditionalGeneration(config)
     _randomise(model, std=0.2)
@@ -299,13 +284,9 @@ def build_m2m_100(out: Path, *, sizes: Sizes = TINY) -> None:
 def build_fsmt(out: Path, *, sizes: Sizes = TINY) -> None:
     """FSMT (fairseq WMT19): separate source and target vocabularies of a character BPE."""
     out.mkdir(parents=True)
-    bpe = CharBPETokenizer()
-    bpe.train_from_iterator(
-        TEXT, vocab_size=200, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False
-    )
-    spec = json.loads(bpe._tokenizer.to_str())["model"]
-    vocab = dict(sorted(spec["vocab"].items(), key=lambda kv: kv[1]))
-    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["merges"]]
+    trained, pairs = _bpe(CharBPETokenizer(), 200, ["<s>", "<pad>", "</s>", "<unk>"])
+    vocab = dict(sorted(trained.items(), key=lambda kv: kv[1]))
+    merges = [" ".join(m) for m in pairs]
     for side in ("src", "tgt"):
         (out / f"vocab-{side}.json").write_text(json.dumps(vocab))
     (out / "merges.txt").write_text("".join(f"{m} 1\n" for m in merges))
